@@ -1,0 +1,199 @@
+"""Batching: turns received MQTT messages into one unit of work for the database.
+
+Pure: no I/O and no clock reads; times come in as arguments. A `Batch` collects, in arrival
+order, the accepted readings as columns, the rejects, the gateway status changes and the
+acknowledgement references of every message it holds. It is committed as one transaction and
+only then are its messages acknowledged, in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingest.contract import (
+    ContractError,
+    DecodeLimits,
+    Reason,
+    SensorIndex,
+    decode_readings,
+    decode_status,
+    parse_topic,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectRecord:
+    """A message, or part of one, that could not be stored as readings."""
+
+    received_at_us: int
+    topic: str
+    site: str | None
+    gateway: str | None
+    reason: str
+    reasons: tuple[str, ...]
+    detail: str
+    errors: tuple[dict[str, Any], ...]
+    accepted_readings: int
+    rejected_readings: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    """A gateway status change, applied in arrival order."""
+
+    received_at_us: int
+    site: str
+    gateway: str
+    online: bool
+    ts_us: int | None
+
+
+@dataclass(slots=True)
+class GatewaySeen:
+    """Highest sequence number and last arrival of a gateway's readings within a batch."""
+
+    max_seq: int
+    last_received_us: int
+
+
+@dataclass(slots=True)
+class Batch:
+    """Messages to commit together. `refs` holds the acknowledgement handles in arrival order."""
+
+    started_mono_s: float
+    refs: list[object] = field(default_factory=list)
+    sensor_keys: list[int] = field(default_factory=list)
+    ts_us: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    qualities: list[int] = field(default_factory=list)
+    rejects: list[RejectRecord] = field(default_factory=list)
+    statuses: list[StatusRecord] = field(default_factory=list)
+    gateways: dict[tuple[str, str], GatewaySeen] = field(default_factory=dict)
+    oldest_received_us: int | None = None
+    rejected_readings: dict[str, int] = field(default_factory=dict)
+    rejected_messages: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Accepted readings held."""
+        return len(self.values)
+
+    @property
+    def messages(self) -> int:
+        """Messages held (each will be acknowledged)."""
+        return len(self.refs)
+
+    def add_message(
+        self,
+        ref: object,
+        topic: str,
+        payload: bytes,
+        *,
+        received_at_us: int,
+        index: SensorIndex,
+        limits: DecodeLimits,
+    ) -> None:
+        """Decode one message into the batch; whatever is wrong with it becomes a reject."""
+        self.refs.append(ref)
+        if self.oldest_received_us is None:
+            self.oldest_received_us = received_at_us
+        site: str | None = None
+        gateway: str | None = None
+        try:
+            t = parse_topic(topic)
+            site, gateway = t.site, t.gateway
+            if t.channel == "status":
+                st = decode_status(t, payload, limits)
+                if (t.site, t.gateway) not in index:
+                    raise ContractError(
+                        Reason.UNKNOWN_GATEWAY,
+                        f"gateway {t.gateway!r} of site {t.site!r} is not in the registry",
+                    )
+                self.statuses.append(
+                    StatusRecord(received_at_us, st.site, st.gateway, st.online, st.ts_us)
+                )
+                return
+            r = decode_readings(t, payload, index=index, now_us=received_at_us, limits=limits)
+        except ContractError as exc:
+            self._reject(received_at_us, topic, site, gateway, exc.reason, str(exc), payload)
+            return
+        self.sensor_keys.extend(r.sensor_keys)
+        self.ts_us.extend(r.ts_us)
+        self.values.extend(r.values)
+        self.qualities.extend(r.qualities)
+        seen = self.gateways.get((r.site, r.gateway))
+        if seen is None:
+            self.gateways[(r.site, r.gateway)] = GatewaySeen(r.seq, received_at_us)
+        else:
+            seen.max_seq = max(seen.max_seq, r.seq)
+            seen.last_received_us = received_at_us
+        if r.errors:
+            reasons: list[str] = []
+            for e in r.errors:
+                if e.reason not in reasons:
+                    reasons.append(e.reason.value)
+                self.rejected_readings[e.reason] = self.rejected_readings.get(e.reason, 0) + 1
+            first = r.errors[0]
+            more = f" (and {len(r.errors) - 1} more)" if len(r.errors) > 1 else ""
+            self.rejects.append(
+                RejectRecord(
+                    received_at_us=received_at_us,
+                    topic=topic,
+                    site=site,
+                    gateway=gateway,
+                    reason=first.reason.value,
+                    reasons=tuple(reasons),
+                    detail=f"reading {first.index}: {first.message}{more}",
+                    errors=tuple(
+                        {"index": e.index, "reason": e.reason.value, "message": e.message}
+                        for e in r.errors
+                    ),
+                    accepted_readings=len(r),
+                    rejected_readings=len(r.errors),
+                    payload=payload,
+                )
+            )
+
+    def add_internal_error(
+        self, ref: object, topic: str, payload: bytes, *, received_at_us: int, message: str
+    ) -> None:
+        """Record a message the decoder failed on, so it is kept and acknowledged, not lost."""
+        self.refs.append(ref)
+        if self.oldest_received_us is None:
+            self.oldest_received_us = received_at_us
+        self._reject(received_at_us, topic, None, None, "internal_error", message, payload)
+
+    def _reject(  # noqa: PLR0917 - private, called twice with every field spelled out
+        self,
+        received_at_us: int,
+        topic: str,
+        site: str | None,
+        gateway: str | None,
+        reason: str,
+        detail: str,
+        payload: bytes,
+    ) -> None:
+        self.rejected_messages[reason] = self.rejected_messages.get(reason, 0) + 1
+        self.rejects.append(
+            RejectRecord(
+                received_at_us=received_at_us,
+                topic=topic,
+                site=site,
+                gateway=gateway,
+                reason=str(reason),
+                reasons=(str(reason),),
+                detail=detail,
+                errors=(),
+                accepted_readings=0,
+                rejected_readings=0,
+                payload=payload,
+            )
+        )
+
+    def is_due(self, *, now_mono_s: float, max_rows: int, max_delay_s: float) -> bool:
+        """True when the batch should be committed: full, or its first message waited enough."""
+        if not self.refs:
+            return False
+        return self.rows >= max_rows or now_mono_s - self.started_mono_s >= max_delay_s

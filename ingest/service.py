@@ -1,0 +1,298 @@
+"""The ingest service: MQTT in, TimescaleDB out, acknowledged only after commit.
+
+Wiring of one running process: one `asyncio.TaskGroup` with named tasks —
+
+    decode     takes received messages in arrival order, decodes them into a Batch,
+               hands a Batch over when it is full (rows) or old enough (time)
+    write      commits each Batch in one transaction, then acknowledges its messages
+               in arrival order; retries with jittered back-off while the database is away
+    registry   reloads the sensor index when the registry generation changes
+    retention  drops chunks older than the retention period (Apache edition: no policies)
+    housekeep  refreshes gauges and the metrics text file, logs a progress line
+
+Queues are bounded by the MQTT Receive Maximum (inbound) and by size 2 (batches), so memory
+stays bounded when the database stalls. A blind `except Exception` exists only at the top of
+the supervised write loop, where dropping out would stall ingest for good.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from contextlib import suppress
+
+import structlog
+from prometheus_client import start_http_server, write_to_textfile
+
+from ingest.batch import Batch
+from ingest.contract import READINGS_SUBSCRIPTION, STATUS_SUBSCRIPTION, DecodeLimits, SensorSpec
+from ingest.metrics import IngestMetrics
+from ingest.mqtt import Inbound, MqttSource
+from ingest.settings import Settings
+from ingest.store import ReadingStore, StoreUnavailableError
+
+log = structlog.get_logger("tungku.ingest")
+
+_SHUTDOWN_GRACE_S = 10.0
+
+
+def subscriptions(settings: Settings) -> list[str]:
+    """Topic filters for the configured sites (all sites when none is configured)."""
+    if not settings.sites:
+        return [READINGS_SUBSCRIPTION, STATUS_SUBSCRIPTION]
+    return [f"tungku/v1/{s}/+/{ch}" for s in settings.sites for ch in ("readings", "status")]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class IngestService:
+    """One ingest process. Construct, then `await run(stop)`; set `stop` to shut down."""
+
+    def __init__(self, *, settings: Settings, metrics: IngestMetrics) -> None:
+        self._s = settings
+        self._m = metrics
+        self._limits = DecodeLimits(
+            max_payload_bytes=settings.max_payload_bytes,
+            max_future_skew_s=settings.max_future_skew_s,
+        )
+        self._index: dict[tuple[str, str], dict[str, SensorSpec]] = {}
+        self._generation = -1
+        self._unacked = 0
+        self._abandon = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; then commit and acknowledge what was received, and exit."""
+        loop = asyncio.get_running_loop()
+        inbound: asyncio.Queue[Inbound] = asyncio.Queue()
+        batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
+        # Two connections: the writer's transactions must never interleave with side queries.
+        store = ReadingStore(database_url=self._s.database_url, schema=self._s.db_schema)
+        aux = ReadingStore(database_url=self._s.database_url, schema=self._s.db_schema)
+        await self._load_index_until_ready(aux, stop)
+        if stop.is_set():
+            return
+
+        def deliver(msg: Inbound) -> None:  # paho's thread
+            loop.call_soon_threadsafe(inbound.put_nowait, msg)
+
+        def connection(up: bool, why: str) -> None:  # paho's thread
+            self._m.mqtt_connected.set(1 if up else 0)
+            log.info("mqtt", connected=up, detail=why)
+
+        source = MqttSource(
+            host=self._s.mqtt_host,
+            port=self._s.mqtt_port,
+            client_id=self._s.mqtt_client_id,
+            subscriptions=subscriptions(self._s),
+            on_message=deliver,
+            on_connection=connection,
+            keepalive_s=self._s.mqtt_keepalive_s,
+            session_expiry_s=self._s.mqtt_session_expiry_s,
+            receive_maximum=self._s.mqtt_receive_maximum,
+            username=self._s.mqtt_username,
+            password=self._s.mqtt_password,
+        )
+        if self._s.metrics_port:
+            start_http_server(self._s.metrics_port, self._s.metrics_host, self._m.registry)
+        source.start()
+        log.info("started", subscriptions=subscriptions(self._s), schema=self._s.db_schema)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                decode = tg.create_task(self._decode_loop(inbound, batches, stop), name="decode")
+                write = tg.create_task(self._write_loop(batches, store, source), name="write")
+                side = [
+                    tg.create_task(self._registry_loop(aux, stop), name="registry"),
+                    tg.create_task(self._retention_loop(aux, stop), name="retention"),
+                    tg.create_task(self._housekeep_loop(aux, stop), name="housekeep"),
+                ]
+                await stop.wait()
+                await decode
+                try:
+                    await asyncio.wait_for(asyncio.shield(write), _SHUTDOWN_GRACE_S)
+                except TimeoutError:
+                    # The database is away: what was not committed is not acknowledged, and
+                    # the broker redelivers it to the next run.
+                    log.warning("shutdown without commit", unacked=self._unacked)
+                    self._abandon.set()
+                for t in side:
+                    t.cancel()
+        finally:
+            source.stop()
+            await store.close()
+            await aux.close()
+            self._write_textfile()
+            log.info("stopped", unacked=self._unacked)
+
+    async def _load_index_until_ready(self, store: ReadingStore, stop: asyncio.Event) -> None:
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                gen, index = await store.fetch_index()
+            except StoreUnavailableError as exc:
+                log.warning("database unavailable at start", error=str(exc), retry_in_s=delay)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._set_index(gen, index)
+            return
+
+    def _set_index(self, gen: int, index: dict[tuple[str, str], dict[str, SensorSpec]]) -> None:
+        self._index, self._generation = index, gen
+        self._m.registry_generation.set(gen)
+        log.info(
+            "registry loaded",
+            generation=gen,
+            gateways=len(index),
+            sensors=sum(len(v) for v in index.values()),
+        )
+
+    async def _decode_loop(
+        self,
+        inbound: asyncio.Queue[Inbound],
+        batches: asyncio.Queue[Batch | None],
+        stop: asyncio.Event,
+    ) -> None:
+        max_rows = self._s.max_batch_rows
+        max_delay_s = self._s.max_batch_delay_ms / 1000
+        batch: Batch | None = None
+        while True:
+            now = time.monotonic()
+            if batch is not None and (
+                stop.is_set()
+                or batch.is_due(now_mono_s=now, max_rows=max_rows, max_delay_s=max_delay_s)
+            ):
+                await batches.put(batch)
+                batch = None
+                continue
+            if stop.is_set():
+                await batches.put(None)
+                return
+            try:
+                msg = inbound.get_nowait()
+            except asyncio.QueueEmpty:
+                wait_s = (
+                    0.2 if batch is None else max(0.0, batch.started_mono_s + max_delay_s - now)
+                )
+                try:
+                    msg = await asyncio.wait_for(inbound.get(), wait_s)
+                except TimeoutError:
+                    continue
+            if batch is None:
+                batch = Batch(started_mono_s=time.monotonic())
+            self._unacked += 1
+            self._m.messages_received.inc()
+            try:
+                batch.add_message(
+                    msg.ref,
+                    msg.topic,
+                    msg.payload,
+                    received_at_us=_now_us(),
+                    index=self._index,
+                    limits=self._limits,
+                )
+            except Exception as exc:
+                log.exception("decoder failed", topic=msg.topic)
+                batch.add_internal_error(
+                    msg.ref,
+                    msg.topic,
+                    msg.payload,
+                    received_at_us=_now_us(),
+                    message=f"decoder failed: {exc!r}",
+                )
+
+    async def _write_loop(
+        self, batches: asyncio.Queue[Batch | None], store: ReadingStore, source: MqttSource
+    ) -> None:
+        while (batch := await batches.get()) is not None:
+            delay = 0.2
+            while True:
+                t0 = time.monotonic()
+                try:
+                    inserted = await store.commit_batch(batch)
+                    break
+                except StoreUnavailableError as exc:
+                    log.warning("commit failed, will retry", error=str(exc), retry_in_s=delay)
+                except Exception:
+                    log.exception("commit failed unexpectedly, will retry", retry_in_s=delay)
+                self._m.db_errors.inc()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._abandon.wait(), delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+                if self._abandon.is_set():
+                    return
+                delay = min(delay * 2, 10.0)
+            t1 = time.monotonic()
+            acked = source.ack(batch.refs)
+            self._account(batch, inserted, t1 - t0, t1, acked)
+
+    def _account(
+        self, batch: Batch, inserted: int, commit_s: float, now_mono: float, acked: int
+    ) -> None:
+        m = self._m
+        self._unacked -= batch.messages
+        m.unacked_messages.set(self._unacked)
+        m.messages_acked.inc(acked)
+        m.batches_committed.inc()
+        m.batch_rows.observe(batch.rows)
+        m.commit_seconds.observe(commit_s)
+        m.ingest_lag_seconds.observe(now_mono - batch.started_mono_s)
+        m.readings_accepted.inc(batch.rows)
+        m.readings_inserted.inc(inserted)
+        for reason, n in batch.rejected_readings.items():
+            m.readings_rejected.labels(reason=reason).inc(n)
+        for reason, n in batch.rejected_messages.items():
+            m.messages_rejected.labels(reason=reason).inc(n)
+        if batch.ts_us:
+            m.event_lag_seconds.set(max(0.0, (_now_us() - max(batch.ts_us)) / 1e6))
+
+    async def _registry_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._s.registry_refresh_s)
+            try:
+                if await store.generation() != self._generation:
+                    self._set_index(*await store.fetch_index())
+            except StoreUnavailableError as exc:
+                log.debug("registry refresh skipped", error=str(exc))
+
+    async def _retention_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
+        if self._s.retention_days <= 0:
+            return
+        while not stop.is_set():
+            try:
+                dropped = await store.drop_old_chunks(self._s.retention_days)
+                log.info(
+                    "retention", dropped_chunks=dropped, older_than_days=self._s.retention_days
+                )
+            except StoreUnavailableError as exc:
+                log.warning("retention skipped", error=str(exc))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._s.retention_check_interval_s)
+
+    async def _housekeep_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
+        last_log = time.monotonic()
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            with suppress(StoreUnavailableError):
+                self._m.gateways_online.set(await store.gateways_online())
+            self._m.unacked_messages.set(self._unacked)
+            self._write_textfile()
+            if time.monotonic() - last_log >= 10:
+                last_log = time.monotonic()
+                log.info(
+                    "progress",
+                    readings=self._sample("tungku_readings_accepted_total"),
+                    batches=self._sample("tungku_batches_committed_total"),
+                    unacked=self._unacked,
+                )
+
+    def _sample(self, name: str) -> float:
+        return self._m.registry.get_sample_value(name) or 0.0
+
+    def _write_textfile(self) -> None:
+        if self._s.metrics_file:
+            write_to_textfile(self._s.metrics_file, self._m.registry)
