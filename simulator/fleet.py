@@ -253,8 +253,16 @@ def _check_keys(raw: dict[str, Any], allowed: set[str], where: str, problems: li
 def _parse_furnace(raw: dict[str, Any], gid: str, where: str, problems: list[str]) -> FurnaceLine:
     _check_keys(
         raw,
-        {"id", "role", "description", "furnace", "panels", "hearth_tcs", "sidewall_tcs",
-         "shell_tcs"},
+        {
+            "id",
+            "role",
+            "description",
+            "furnace",
+            "panels",
+            "hearth_tcs",
+            "sidewall_tcs",
+            "shell_tcs",
+        },
         where,
         problems,
     )
@@ -273,9 +281,7 @@ def _parse_furnace(raw: dict[str, Any], gid: str, where: str, problems: list[str
     )
 
 
-def _parse_areas(
-    raw: dict[str, Any], gid: str, where: str, problems: list[str]
-) -> WorkAreaGateway:
+def _parse_areas(raw: dict[str, Any], gid: str, where: str, problems: list[str]) -> WorkAreaGateway:
     _check_keys(raw, {"id", "role", "description", "areas"}, where, problems)
     areas_raw = raw.get("areas")
     if not isinstance(areas_raw, list) or not areas_raw:
@@ -311,8 +317,10 @@ def _parse_areas(
 
 def _parse_utilities(raw: dict[str, Any], gid: str, where: str, problems: list[str]) -> Utilities:
     _check_keys(
-        raw, {"id", "role", "description", "cw_headers", "pumps_per_header", "o2_lines"},
-        where, problems,
+        raw,
+        {"id", "role", "description", "cw_headers", "pumps_per_header", "o2_lines"},
+        where,
+        problems,
     )
     g = Utilities(
         id=gid,

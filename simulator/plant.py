@@ -128,7 +128,9 @@ class Plant:
         mid = (self._lo + self._hi) / 2
         baseline = np.where([k is None for k in kinds], mid, col("baseline", 0.0))
         spread = col("spread", 0.0)
-        noise = np.where([k is None for k in kinds], (self._hi - self._lo) / 100, col("noise_sd", 0))
+        noise = np.where(
+            [k is None for k in kinds], (self._hi - self._lo) / 100, col("noise_sd", 0)
+        )
         wander = col("wander_sd", 0.0)
         tau = col("wander_tau_s", 1.0)
         drift = col("drift_amp", 0.0)

@@ -132,7 +132,9 @@ class Spool:
     def counts(self) -> tuple[int, int]:
         """(messages, readings) currently stored."""
         try:
-            n, r = self._db.execute("SELECT COUNT(*), COALESCE(SUM(readings), 0) FROM message").fetchone()
+            n, r = self._db.execute(
+                "SELECT COUNT(*), COALESCE(SUM(readings), 0) FROM message"
+            ).fetchone()
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {self.path}: {exc}") from exc
         return int(n), int(r)

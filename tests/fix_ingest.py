@@ -48,8 +48,13 @@ def make_site(site_id: str, gateways: int = 2, sensors: int = 3) -> Site:
                 id=f"gw{g}",
                 sensors=tuple(
                     Sensor(
-                        id=f"gw{g}.s{s}", kind="furnace_power", unit="MW",
-                        min_value=-1.0, max_value=120.0, period_s=1.0, asset="F1",
+                        id=f"gw{g}.s{s}",
+                        kind="furnace_power",
+                        unit="MW",
+                        min_value=-1.0,
+                        max_value=120.0,
+                        period_s=1.0,
+                        asset="F1",
                     )
                     for s in range(sensors)
                 ),
@@ -75,8 +80,14 @@ class IngestProcess:
     """The ingest service as a child process with its own settings."""
 
     def __init__(
-        self, *, database_url: str, schema: str, mqtt_port: int, sites: list[str],
-        log_dir: Path, **settings: object,
+        self,
+        *,
+        database_url: str,
+        schema: str,
+        mqtt_port: int,
+        sites: list[str],
+        log_dir: Path,
+        **settings: object,
     ) -> None:
         self.metrics_port = free_port()
         self.log_path = log_dir / f"ingest-{uuid.uuid4().hex[:6]}.log"
@@ -98,11 +109,16 @@ class IngestProcess:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "ingest.cli", "ingest", "run"],
-                env=self.env, stdout=log, stderr=log,
+                env=self.env,
+                stdout=log,
+                stderr=log,
             )
         wait_for(lambda: self.metrics() is not None, 30, "the ingest metrics endpoint")
-        wait_for(lambda: (self.metrics() or {}).get("tungku_mqtt_connected") == 1, 30,
-                 "the ingest service to connect to the broker")
+        wait_for(
+            lambda: (self.metrics() or {}).get("tungku_mqtt_connected") == 1,
+            30,
+            "the ingest service to connect to the broker",
+        )
 
     def metrics(self) -> dict[str, float] | None:
         """Current metrics, or None when the endpoint does not answer."""
@@ -110,7 +126,7 @@ class IngestProcess:
             return None
         url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 return parse_metrics(resp.read().decode())
         except OSError:
             return None
@@ -145,8 +161,12 @@ def ingest_factory(
 
     def make(*, mqtt_port: int, sites: list[str], **settings: object) -> IngestProcess:
         p = IngestProcess(
-            database_url=database_url, schema=db_schema, mqtt_port=mqtt_port, sites=sites,
-            log_dir=tmp_path, **settings,
+            database_url=database_url,
+            schema=db_schema,
+            mqtt_port=mqtt_port,
+            sites=sites,
+            log_dir=tmp_path,
+            **settings,
         )
         made.append(p)
         return p
