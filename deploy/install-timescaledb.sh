@@ -61,12 +61,14 @@ else
   fi
 fi
 
-# Preload the library; a restart is needed only when the setting changes.
-current=$(grep -E "^\s*shared_preload_libraries" "$conf_dir/postgresql.conf" "$conf_dir"/conf.d/*.conf 2>/dev/null || true)
+# Preload the library; a restart is needed only when our settings change.
+# track_commit_timestamp records when each transaction committed: the benchmark reads it for
+# publish -> commit latency, and it tells an inspector when a reading became durable.
 restart=0
-if ! grep -q timescaledb <<<"$current"; then
-  mkdir -p "$conf_dir/conf.d"
-  printf "shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n" >"$conf_dir/conf.d/tungku-timescaledb.conf"
+want=$(printf "shared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\ntrack_commit_timestamp = on\n")
+mkdir -p "$conf_dir/conf.d"
+if [ "$(cat "$conf_dir/conf.d/tungku-timescaledb.conf" 2>/dev/null)" != "$want" ]; then
+  printf '%s\n' "$want" >"$conf_dir/conf.d/tungku-timescaledb.conf"
   restart=1
 fi
 if ! grep -qE "^\s*include_dir\s*=\s*'conf.d'" "$conf_dir/postgresql.conf"; then
@@ -80,4 +82,4 @@ fi
 if ! pg_lsclusters -h | awk -v v="$pg_major" '$1==v && $2=="main" {print $4}' | grep -q online; then
   pg_ctlcluster --skip-systemctl-redirect "$pg_major" main start
 fi
-log "ok: $(psql -h 127.0.0.1 -U postgres -Atc 'SHOW shared_preload_libraries')"
+log "ok: shared_preload_libraries = $(runuser -u postgres -- psql -Atc 'SHOW shared_preload_libraries')"

@@ -9,7 +9,7 @@ only then are its messages acknowledged, in the same order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ingest.contract import (
     ContractError,
@@ -63,6 +63,8 @@ class Batch:
     """Messages to commit together. `refs` holds the acknowledgement handles in arrival order."""
 
     started_mono_s: float
+    #: Position in the stream of batches; acknowledgements are released in this order.
+    number: int = 0
     refs: list[object] = field(default_factory=list)
     sensor_keys: list[int] = field(default_factory=list)
     ts_us: list[int] = field(default_factory=list)
@@ -197,3 +199,31 @@ class Batch:
         if not self.refs:
             return False
         return self.rows >= max_rows or now_mono_s - self.started_mono_s >= max_delay_s
+
+
+T = TypeVar("T")
+
+
+class AckSequencer(Generic[T]):
+    """Releases committed batches in the order they were formed, whatever order their
+    concurrent commits finish in, so PUBACKs always go out in arrival order."""
+
+    def __init__(self) -> None:
+        self._next = 0
+        self._done: dict[int, T] = {}
+
+    def committed(self, number: int, item: T) -> list[T]:
+        """Record batch `number` as committed; return the items now releasable, in order."""
+        if number < self._next or number in self._done:
+            raise ValueError(f"batch {number} was already committed")
+        self._done[number] = item
+        out: list[T] = []
+        while self._next in self._done:
+            out.append(self._done.pop(self._next))
+            self._next += 1
+        return out
+
+    @property
+    def waiting(self) -> int:
+        """Committed batches held back behind an earlier one still in flight."""
+        return len(self._done)

@@ -27,6 +27,7 @@ from ingest.registry import RegistryError, parse_site
 from ingest.service import IngestService
 from ingest.settings import Settings, SettingsError, load_settings
 from ingest.store import load_site
+from simulator import command as sim_command
 
 EPILOG = """\
 Settings: environment variables TUNGKU_<NAME> (e.g. TUNGKU_DATABASE_URL, TUNGKU_MQTT_HOST,
@@ -293,6 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rej.add_argument("--limit", type=int, default=20)
     rej.set_defaults(func=cmd_rejects)
+
+    sim = sub.add_parser("simulate", help="simulate smelter gateways publishing readings")
+    sim_command.add_arguments(sim)
+    sim.set_defaults(func=lambda args, out: sim_command.run(args))
+
+    fleet = sub.add_parser("fleet", help="simulator fleets", description="Simulator fleets.")
+    fleetsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")
+    export = fleetsub.add_parser("export", help="write a fleet's registry as site files")
+    sim_command.add_registry_arguments(export)
+    export.set_defaults(func=lambda args, out: sim_command.run_registry(args))
     return p
 
 

@@ -25,7 +25,7 @@ from contextlib import suppress
 import structlog
 from prometheus_client import start_http_server, write_to_textfile
 
-from ingest.batch import Batch
+from ingest.batch import AckSequencer, Batch
 from ingest.contract import READINGS_SUBSCRIPTION, STATUS_SUBSCRIPTION, DecodeLimits, SensorSpec
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Inbound, MqttSource
@@ -67,9 +67,14 @@ class IngestService:
         """Run until `stop` is set; then commit and acknowledge what was received, and exit."""
         loop = asyncio.get_running_loop()
         inbound: asyncio.Queue[Inbound] = asyncio.Queue()
-        batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=2)
-        # Two connections: the writer's transactions must never interleave with side queries.
-        store = ReadingStore(database_url=self._s.database_url, schema=self._s.db_schema)
+        batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self._s.writers + 1)
+        # A connection per writer, and one for side queries: a writer's transaction must never
+        # interleave with anything else.
+        stores = [
+            ReadingStore(database_url=self._s.database_url, schema=self._s.db_schema)
+            for _ in range(self._s.writers)
+        ]
+        sequencer: AckSequencer[tuple[Batch, int, float]] = AckSequencer()
         aux = ReadingStore(database_url=self._s.database_url, schema=self._s.db_schema)
         await self._load_index_until_ready(aux, stop)
         if stop.is_set():
@@ -102,7 +107,12 @@ class IngestService:
         try:
             async with asyncio.TaskGroup() as tg:
                 decode = tg.create_task(self._decode_loop(inbound, batches, stop), name="decode")
-                write = tg.create_task(self._write_loop(batches, store, source), name="write")
+                writers = [
+                    tg.create_task(
+                        self._write_loop(batches, store, source, sequencer), name=f"write-{i}"
+                    )
+                    for i, store in enumerate(stores)
+                ]
                 side = [
                     tg.create_task(self._registry_loop(aux, stop), name="registry"),
                     tg.create_task(self._retention_loop(aux, stop), name="retention"),
@@ -111,7 +121,9 @@ class IngestService:
                 await stop.wait()
                 await decode
                 try:
-                    await asyncio.wait_for(asyncio.shield(write), _SHUTDOWN_GRACE_S)
+                    await asyncio.wait_for(
+                        asyncio.shield(asyncio.gather(*writers)), _SHUTDOWN_GRACE_S
+                    )
                 except TimeoutError:
                     # The database is away: what was not committed is not acknowledged, and
                     # the broker redelivers it to the next run.
@@ -121,7 +133,8 @@ class IngestService:
                     t.cancel()
         finally:
             source.stop()
-            await store.close()
+            for store in stores:
+                await store.close()
             await aux.close()
             self._write_textfile()
             log.info("stopped", unacked=self._unacked)
@@ -159,6 +172,7 @@ class IngestService:
         max_rows = self._s.max_batch_rows
         max_delay_s = self._s.max_batch_delay_ms / 1000
         batch: Batch | None = None
+        number = 0
         while True:
             now = time.monotonic()
             if batch is not None and (
@@ -169,7 +183,8 @@ class IngestService:
                 batch = None
                 continue
             if stop.is_set():
-                await batches.put(None)
+                for _ in range(self._s.writers):
+                    await batches.put(None)
                 return
             try:
                 msg = inbound.get_nowait()
@@ -182,7 +197,8 @@ class IngestService:
                 except TimeoutError:
                     continue
             if batch is None:
-                batch = Batch(started_mono_s=time.monotonic())
+                batch = Batch(started_mono_s=time.monotonic(), number=number)
+                number += 1
             self._unacked += 1
             self._m.messages_received.inc()
             try:
@@ -205,7 +221,11 @@ class IngestService:
                 )
 
     async def _write_loop(
-        self, batches: asyncio.Queue[Batch | None], store: ReadingStore, source: MqttSource
+        self,
+        batches: asyncio.Queue[Batch | None],
+        store: ReadingStore,
+        source: MqttSource,
+        sequencer: AckSequencer[tuple[Batch, int, float]],
     ) -> None:
         while (batch := await batches.get()) is not None:
             delay = 0.2
@@ -219,14 +239,19 @@ class IngestService:
                 except Exception:
                     log.exception("commit failed unexpectedly, will retry", retry_in_s=delay)
                 self._m.db_errors.inc()
+                jitter = random.uniform(0.5, 1.5)  # noqa: S311 - back-off jitter, not crypto
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._abandon.wait(), delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
+                    await asyncio.wait_for(self._abandon.wait(), delay * jitter)
                 if self._abandon.is_set():
                     return
                 delay = min(delay * 2, 10.0)
-            t1 = time.monotonic()
-            acked = source.ack(batch.refs)
-            self._account(batch, inserted, t1 - t0, t1, acked)
+            commit_s = time.monotonic() - t0
+            # Commits of concurrent writers finish in any order; PUBACKs may not.
+            for ready, ready_inserted, ready_commit_s in sequencer.committed(
+                batch.number, (batch, inserted, commit_s)
+            ):
+                acked = source.ack(ready.refs)
+                self._account(ready, ready_inserted, ready_commit_s, time.monotonic(), acked)
 
     def _account(
         self, batch: Batch, inserted: int, commit_s: float, now_mono: float, acked: int

@@ -10,6 +10,9 @@ own centre inside it too.
 Pure data: no I/O, no clock, no random. It must not know about sites, gateways or MQTT.
 """
 
+# Source tags and bands are quoted as DOMAIN.md writes them, en dashes and minus signs included.
+# ruff: noqa: RUF001, RUF003
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="MQTT broker host (default %(default)s)"
     )
     parser.add_argument(
-        "--port", type=_positive_int, default=1883, help="MQTT broker port (default %(default)s)"
+        "--port", type=_positive_int, default=1884, help="MQTT broker port (default %(default)s)"
     )
     parser.add_argument(
         "--seed",

@@ -236,7 +236,10 @@ def expand_site(s: SiteSpec) -> Site:
 # -- parsing --------------------------------------------------------------------------------
 
 
-def _int(raw: dict[str, Any], key: str, lo: int, hi: int, where: str, problems: list[str]) -> int:
+def _int(
+    raw: dict[str, Any], key: str, bounds: tuple[int, int], where: str, problems: list[str]
+) -> int:
+    lo, hi = bounds
     value = raw.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
         problems.append(f"{where}: '{key}' must be an integer in {lo}..{hi}, not {value!r}")
@@ -273,10 +276,10 @@ def _parse_furnace(raw: dict[str, Any], gid: str, where: str, problems: list[str
     return FurnaceLine(
         id=gid,
         furnace=furnace,
-        panels=_int(raw, "panels", 1, 64, where, problems),
-        hearth_tcs=_int(raw, "hearth_tcs", 0, 128, where, problems),
-        sidewall_tcs=_int(raw, "sidewall_tcs", 0, 128, where, problems),
-        shell_tcs=_int(raw, "shell_tcs", 0, 128, where, problems),
+        panels=_int(raw, "panels", (1, 64), where, problems),
+        hearth_tcs=_int(raw, "hearth_tcs", (0, 128), where, problems),
+        sidewall_tcs=_int(raw, "sidewall_tcs", (0, 128), where, problems),
+        shell_tcs=_int(raw, "shell_tcs", (0, 128), where, problems),
         description=str(raw.get("description", "")),
     )
 
@@ -324,9 +327,9 @@ def _parse_utilities(raw: dict[str, Any], gid: str, where: str, problems: list[s
     )
     g = Utilities(
         id=gid,
-        cw_headers=_int(raw, "cw_headers", 0, 8, where, problems),
-        pumps_per_header=_int(raw, "pumps_per_header", 1, 8, where, problems),
-        o2_lines=_int(raw, "o2_lines", 0, 8, where, problems),
+        cw_headers=_int(raw, "cw_headers", (0, 8), where, problems),
+        pumps_per_header=_int(raw, "pumps_per_header", (1, 8), where, problems),
+        o2_lines=_int(raw, "o2_lines", (0, 8), where, problems),
         description=str(raw.get("description", "")),
     )
     if g.cw_headers == 0 and g.o2_lines == 0:
@@ -359,12 +362,12 @@ def _parse_site(raw: object, where: str, problems: list[str]) -> SiteSpec | None
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be a table")
         return None
-    _check_keys(raw, {"id", "name", "gateways"}, where, problems)
     sid = raw.get("id")
     if not isinstance(sid, str) or not TOPIC_LEVEL_RE.match(sid):
         problems.append(f"{where}: 'id' must match {TOPIC_LEVEL_RE.pattern}, not {sid!r}")
         return None
     where = f"{where} ({sid})"
+    _check_keys(raw, {"id", "name", "gateways"}, where, problems)
     name = raw.get("name", sid)
     if not isinstance(name, str):
         problems.append(f"{where}: 'name' must be a string")
@@ -449,5 +452,10 @@ def load_fleet(path: str | Path) -> Fleet:
 
 def load_default_fleet() -> Fleet:
     """The fleet shipped with the package (two Morowali sites)."""
-    text = resources.files("simulator").joinpath(DEFAULT_FLEET).read_text(encoding="utf-8")
+    try:
+        text = resources.files("simulator").joinpath(DEFAULT_FLEET).read_text(encoding="utf-8")
+    except NotADirectoryError:
+        # An editable install made while simulator/ had no __init__.py registers it as a
+        # namespace package, which importlib.resources cannot read; the file is beside us.
+        text = (Path(__file__).parent / DEFAULT_FLEET).read_text(encoding="utf-8")
     return parse_fleet(text, source=f"simulator/{DEFAULT_FLEET}")

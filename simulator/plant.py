@@ -6,8 +6,8 @@ drawn once per sensor from its catalogue band; plus the couplings a plant engine
 
 - electrode currents follow their furnace's power; off-gas temperature follows it with a lag;
 - a cooling panel's return temperature is its supply temperature plus the panel's own ΔT
-  (an AR process kept within 3–8 °C [A]);
-- a panel's return flow is its supply flow less a tiny loss (0.1–0.3 %) plus meter noise.
+  (an AR process kept within 3-8 °C [A]);
+- a panel's return flow is its supply flow less a tiny loss (0.1-0.3 %) plus meter noise.
 
 One tick is one second of plant time; a sensor with period p reports at tick k when
 k % p == 0. All sensors are updated every tick with a fixed number of draws from one seeded
@@ -34,12 +34,12 @@ from simulator.catalogue import KINDS, Kind
 from simulator.fleet import Fleet
 
 DECIMALS: Final = 3
-PANEL_DT_RANGE_C: Final = (3.0, 8.0)  # cooling panel ΔT, return − supply [A: DOMAIN.md §2]
+PANEL_DT_RANGE_C: Final = (3.0, 8.0)  # cooling panel ΔT, return - supply [A: DOMAIN.md §2]
 PANEL_DT_CENTRE_C: Final = (4.0, 7.0)  # each panel's own mean ΔT lies here [A]
 PANEL_DT_WANDER_C: Final = 0.4  # 1 sigma of a panel's ΔT excursion [A]
 PANEL_DT_TAU_S: Final = 900.0
-PANEL_FLOW_LOSS: Final = (0.001, 0.003)  # return = supply × (1 − loss) [A]
-OFFGAS_TEMP_GAIN_C_PER_MW: Final = 4.0  # off-gas temperature per MW above the mean [A]
+PANEL_FLOW_LOSS: Final = (0.001, 0.003)  # return = supply * (1 - loss) [A]
+OFFGAS_TEMP_GAIN_C_PER_MW: Final = 8.0  # off-gas temperature per MW above the mean [A]
 OFFGAS_TEMP_LAG_S: Final = 120.0
 DRIFT_PERIOD_S: Final = (6 * 3600.0, 48 * 3600.0)  # slow drift: hours to days
 _MAX_CYCLE: Final = 100_000  # due-pattern cycle (lcm of periods) cached up to this length
@@ -171,7 +171,7 @@ class Plant:
                                 lag_s.append(OFFGAS_TEMP_LAG_S)
             offset = pos
 
-        # A paired return temperature models the panel's ΔT, clipped later to 3–8 °C.
+        # A paired return temperature models the panel's ΔT, clipped later to 3-8 °C.
         self._ret_t: IntArray = np.array(ret_t, dtype=np.int64)
         self._sup_t: IntArray = np.array(sup_t, dtype=np.int64)
         if ret_t:

@@ -23,6 +23,7 @@ never holds a lock while calling paho (paho calls `on_publish` under its own mut
 from __future__ import annotations
 
 import collections
+import contextlib
 import sys
 import threading
 import time
@@ -256,7 +257,7 @@ class _Link:
     # caller's thread
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it unannotated
         props.SessionExpiryInterval = self.config.session_expiry_s
         self.client.connect_async(
             self.config.host,
@@ -352,9 +353,10 @@ class Publisher:
                 down = [
                     f"{lk.site}/{lk.gateway}" for lk in self._links.values() if not lk.connected
                 ]
+                more = ", ..." if len(down) > 3 else ""
                 self._say(
                     f"broker {self.config.host}:{self.config.port} not reachable for "
-                    f"{len(down)} gateway(s) ({', '.join(down[:3])}{'…' if len(down) > 3 else ''}); "
+                    f"{len(down)} gateway(s) ({', '.join(down[:3])}{more}); "
                     f"spooling to {self.config.spool_dir} until it is\n"
                 )
                 return
@@ -372,11 +374,12 @@ class Publisher:
                 if self.stop.is_set():
                     break
             ts_ms = start_ms + k * 1000
-            for gr in plant.readings(k):
+            for due in plant.readings(k):
+                gr = due
                 if remaining is not None:
                     if remaining <= 0:
                         break
-                    if len(gr) > remaining:
+                    if len(gr) > remaining:  # the exact count ends inside this gateway's tick
                         gr = GatewayReadings(
                             gr.site,
                             gr.gateway,
@@ -513,20 +516,17 @@ class Publisher:
             self._wake.clear()
 
     def _close(self) -> None:
-        infos: list[MQTTMessageInfo] = []
-        for link in self._links.values():
-            if link.connected:
-                infos.append(
-                    link.client.publish(
-                        link.status, encode_status(False, wall_ms()), qos=1, retain=True
-                    )
-                )
+        # A clean disconnect does not fire the will: say offline explicitly first.
+        infos = [
+            link.client.publish(link.status, encode_status(False, wall_ms()), qos=1, retain=True)
+            for link in self._links.values()
+            if link.connected
+        ]
         for info in infos:
             if info.rc is MQTTErrorCode.MQTT_ERR_SUCCESS:
-                try:
+                # The connection may drop meanwhile; then the broker's will says offline.
+                with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout=2.0)
-                except (RuntimeError, ValueError):
-                    pass  # the connection dropped meanwhile; the will says offline for us
         self._pump()
         for link in self._links.values():
             link.client.disconnect()

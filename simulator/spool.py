@@ -104,6 +104,7 @@ class Spool:
                 )
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {self.path}: {exc}") from exc
+        self._next_seq = max(self._next_seq, max(r[0] for r in rows) + 1)
         return len(rows)
 
     def read(self, after_seq: int = -1, limit: int = 1000) -> list[SpooledMessage]:

@@ -51,7 +51,8 @@ CREATE TABLE readings (
     quality     smallint NOT NULL DEFAULT 0,   -- 0 good, 1 uncertain, 2 bad
     PRIMARY KEY (sensor_key, ts)
 );
-SELECT public.create_hypertable('readings', 'ts', chunk_time_interval => interval '1 day');
+SELECT public.create_hypertable('readings', 'ts', chunk_time_interval => interval '1 day',
+                                create_default_indexes => false);
 
 -- Whatever could not be stored as readings, kept whole for inspection. A message with some bad
 -- readings appears here once, with one entry per bad reading in `errors`; its good readings
