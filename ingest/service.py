@@ -10,8 +10,9 @@ Wiring of one running process: one `asyncio.TaskGroup` with named tasks —
     retention  drops chunks older than the retention period (Apache edition: no policies)
     housekeep  refreshes gauges and the metrics text file, logs a progress line
 
-Queues are bounded by the MQTT Receive Maximum (inbound) and by size 2 (batches), so memory
-stays bounded when the database stalls. A blind `except Exception` exists only at the top of
+The inbox holds at most mqtt_receive_maximum messages (paho's thread blocks, and so stops
+reading the socket, when it is full) and the batch queue writers + 1 batches, so memory stays
+bounded when the database stalls. A blind `except Exception` exists only at the top of
 the supervised write loop, where dropping out would stall ingest for good.
 """
 
@@ -25,8 +26,9 @@ from contextlib import suppress
 import structlog
 from prometheus_client import start_http_server, write_to_textfile
 
-from ingest.batch import AckSequencer, Batch
+from ingest.batch import AckSequencer, Batch, GatewaySeen
 from ingest.contract import READINGS_SUBSCRIPTION, STATUS_SUBSCRIPTION, DecodeLimits, SensorSpec
+from ingest.inbox import Inbox
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Inbound, MqttSource
 from ingest.settings import Settings
@@ -61,12 +63,14 @@ class IngestService:
         self._index: dict[tuple[str, str], dict[str, SensorSpec]] = {}
         self._generation = -1
         self._unacked = 0
+        #: Highest seq and last arrival per gateway, committed but not yet written down.
+        self._seen: dict[tuple[str, str], GatewaySeen] = {}
         self._abandon = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set; then commit and acknowledge what was received, and exit."""
         loop = asyncio.get_running_loop()
-        inbound: asyncio.Queue[Inbound] = asyncio.Queue()
+        inbound: Inbox[Inbound] = Inbox(self._s.mqtt_receive_maximum, loop)
         batches: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=self._s.writers + 1)
         # A connection per writer, and one for side queries: a writer's transaction must never
         # interleave with anything else.
@@ -80,8 +84,8 @@ class IngestService:
         if stop.is_set():
             return
 
-        def deliver(msg: Inbound) -> None:  # paho's thread
-            loop.call_soon_threadsafe(inbound.put_nowait, msg)
+        def deliver(msg: Inbound) -> None:  # paho's thread; blocks while the inbox is full
+            inbound.put(msg)
 
         def connection(up: bool, why: str) -> None:  # paho's thread
             self._m.mqtt_connected.set(1 if up else 0)
@@ -132,9 +136,12 @@ class IngestService:
                 for t in side:
                     t.cancel()
         finally:
+            inbound.close()
             source.stop()
             for store in stores:
                 await store.close()
+            with suppress(StoreUnavailableError):
+                await aux.record_gateways_seen(self._seen)
             await aux.close()
             self._write_textfile()
             log.info("stopped", unacked=self._unacked)
@@ -165,7 +172,7 @@ class IngestService:
 
     async def _decode_loop(
         self,
-        inbound: asyncio.Queue[Inbound],
+        inbound: Inbox[Inbound],
         batches: asyncio.Queue[Batch | None],
         stop: asyncio.Event,
     ) -> None:
@@ -186,16 +193,13 @@ class IngestService:
                 for _ in range(self._s.writers):
                     await batches.put(None)
                 return
-            try:
-                msg = inbound.get_nowait()
-            except asyncio.QueueEmpty:
+            msg = inbound.get_nowait()
+            if msg is None:
                 wait_s = (
                     0.2 if batch is None else max(0.0, batch.started_mono_s + max_delay_s - now)
                 )
-                try:
-                    msg = await asyncio.wait_for(inbound.get(), wait_s)
-                except TimeoutError:
-                    continue
+                await inbound.wait(wait_s)
+                continue
             if batch is None:
                 batch = Batch(started_mono_s=time.monotonic(), number=number)
                 number += 1
@@ -270,6 +274,13 @@ class IngestService:
             m.readings_rejected.labels(reason=reason).inc(n)
         for reason, n in batch.rejected_messages.items():
             m.messages_rejected.labels(reason=reason).inc(n)
+        for key, seen in batch.gateways.items():
+            prev = self._seen.get(key)
+            if prev is None:
+                self._seen[key] = GatewaySeen(seen.max_seq, seen.last_received_us)
+            else:
+                prev.max_seq = max(prev.max_seq, seen.max_seq)
+                prev.last_received_us = max(prev.last_received_us, seen.last_received_us)
         if batch.ts_us:
             m.event_lag_seconds.set(max(0.0, (_now_us() - max(batch.ts_us)) / 1e6))
 
@@ -303,6 +314,12 @@ class IngestService:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             with suppress(StoreUnavailableError):
+                seen, self._seen = self._seen, {}
+                try:
+                    await store.record_gateways_seen(seen)
+                except StoreUnavailableError:
+                    self._merge_back(seen)
+                    raise
                 self._m.gateways_online.set(await store.gateways_online())
             self._m.unacked_messages.set(self._unacked)
             self._write_textfile()
@@ -314,6 +331,12 @@ class IngestService:
                     batches=self._sample("tungku_batches_committed_total"),
                     unacked=self._unacked,
                 )
+
+    def _merge_back(self, seen: dict[tuple[str, str], GatewaySeen]) -> None:
+        for key, old in seen.items():
+            cur = self._seen.setdefault(key, old)
+            cur.max_seq = max(cur.max_seq, old.max_seq)
+            cur.last_received_us = max(cur.last_received_us, old.last_received_us)
 
     def _sample(self, name: str) -> float:
         return self._m.registry.get_sample_value(name) or 0.0

@@ -41,7 +41,7 @@ class Settings:
     mqtt_receive_maximum: int = 1000
     #: Only these sites are subscribed to; empty means every site (`+`).
     sites: tuple[str, ...] = ()
-    max_batch_rows: int = 5000
+    max_batch_rows: int = 10000
     #: Batches committed concurrently, each on its own connection. PostgreSQL spends most of
     #: an idempotent insert in the unique index; two backends use both cores of a small box.
     #: Acknowledgements still go out in arrival order.

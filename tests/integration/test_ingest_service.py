@@ -97,7 +97,8 @@ def test_readings_land_once_even_when_redelivered(
         " FROM readings r JOIN sensors s ON s.key = r.sensor_key ORDER BY s.id"
     ).fetchall()
     assert rows == [("gw0.s0", 61.25, 0, ts), ("gw0.s1", 62.5, 0, ts), ("gw0.s2", 0.0, 0, ts)]
-    assert scalar(db, "SELECT last_seq FROM gateway_state WHERE gateway_id = 'gw0'") == 1
+    last_seq = "SELECT last_seq FROM gateway_state WHERE gateway_id = 'gw0'"
+    wait_for(lambda: scalar(db, last_seq) == 1, 10, "the gateway's last seq recorded")
 
 
 def test_rfc3339_timestamps_and_quality_are_stored(

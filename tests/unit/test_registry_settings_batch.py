@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.batch import Batch
+from ingest.batch import AckSequencer, Batch
 from ingest.contract import DecodeLimits, SensorSpec
 from ingest.registry import Gateway, RegistryError, Sensor, Site, dump_site, parse_site
 from ingest.settings import Settings, SettingsError, load_settings
@@ -194,3 +194,25 @@ def test_copy_rows_layout_matches_postgres_binary_format() -> None:
     assert np.frombuffer(body[:2], ">i2")[0] == 4
     assert np.frombuffer(body[14:22], ">i8")[0] == 1  # microseconds after 2000-01-01
     assert np.frombuffer(body[26:34], ">f8")[0] == 1.5
+
+
+@given(st.permutations(list(range(12))))
+def test_ack_sequencer_releases_in_formation_order_whatever_the_commit_order(
+    order: list[int],
+) -> None:
+    """However concurrent commits finish, acknowledgements come out as 0, 1, 2, ..."""
+    seq: AckSequencer[int] = AckSequencer()
+    released: list[int] = []
+    for n in order:
+        released.extend(seq.committed(n, n))
+        assert released == list(range(len(released)))
+    assert released == list(range(12))
+    assert seq.waiting == 0
+
+
+def test_ack_sequencer_refuses_a_batch_committed_twice() -> None:
+    """Committing the same batch twice is a bug and is refused."""
+    seq: AckSequencer[str] = AckSequencer()
+    seq.committed(0, "a")
+    with pytest.raises(ValueError, match="already committed"):
+        seq.committed(0, "a")
