@@ -290,9 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
     rej = sub.add_parser(
         "rejects",
         help="show recent rejected messages and readings",
-        description="List the newest rows of the rejects table: topic, reason and detail.",
+        description="List the newest rows of the rejects table: when, topic, reason, how many "
+        "readings of the message were bad and kept, and the first problem. Each row keeps the "
+        "whole payload (rejects.payload) and one entry per bad reading (rejects.errors) for "
+        "inspection in SQL.",
     )
-    rej.add_argument("--limit", type=int, default=20)
+    rej.add_argument(
+        "--limit", type=int, default=20, metavar="N", help="rows to show (default %(default)s)"
+    )
     rej.set_defaults(func=cmd_rejects)
 
     sim = sub.add_parser("simulate", help="simulate smelter gateways publishing readings")
