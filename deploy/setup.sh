@@ -36,7 +36,7 @@ if ! as_postgres psql -Atqc "SELECT 1 FROM pg_database WHERE datname = '$db'" | 
   log "creating database $db"
   as_postgres createdb "$db"
 fi
-as_postgres psql -q -d "$db" -c "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public" 2>&1 \
+as_postgres env PGOPTIONS="-c client_min_messages=warning" psql -q -d "$db" -c "CREATE EXTENSION IF NOT EXISTS timescaledb WITH SCHEMA public" 2>&1 \
   | grep -v -E '^(WARNING|HINT|DETAIL)|^$|^ ' || true
 
 # 4. Python environment, pinned by requirements.lock.
