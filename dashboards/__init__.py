@@ -1,0 +1,4 @@
+"""Dashboards: the API, the control-room page and the Grafana dashboards.
+
+Empty in this release; it arrives after alerting.
+"""
