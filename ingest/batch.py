@@ -14,12 +14,18 @@ from typing import Any, Generic, TypeVar
 from ingest.contract import (
     ContractError,
     DecodeLimits,
+    Readings,
     Reason,
     SensorIndex,
     decode_readings,
     decode_status,
     parse_topic,
 )
+
+#: Per-reading entries kept in one reject row; the count is kept in full.
+MAX_ERRORS_PER_REJECT = 100
+#: A batch is committed once it holds this much payload, whatever it decoded to.
+MAX_BATCH_PAYLOAD_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,10 @@ class Batch:
     oldest_received_us: int | None = None
     rejected_readings: dict[str, int] = field(default_factory=dict)
     rejected_messages: dict[str, int] = field(default_factory=dict)
+    #: The messages as received, kept until commit so a batch the database refuses can be
+    #: retried one message at a time.
+    raw: list[tuple[object, str, bytes, int]] = field(default_factory=list)
+    payload_bytes: int = 0
 
     @property
     def rows(self) -> int:
@@ -97,30 +107,67 @@ class Batch:
         index: SensorIndex,
         limits: DecodeLimits,
     ) -> None:
-        """Decode one message into the batch; whatever is wrong with it becomes a reject."""
-        self.refs.append(ref)
-        if self.oldest_received_us is None:
-            self.oldest_received_us = received_at_us
+        """Decode one message into the batch; whatever is wrong with it becomes a reject.
+
+        Decoding happens before the batch is touched: if it raises, the batch is unchanged
+        and the caller can still record the message with `add_internal_error`.
+        """
         site: str | None = None
         gateway: str | None = None
+        outcome: Readings | StatusRecord | RejectRecord
+        ts_problem: RejectRecord | None = None
         try:
             t = parse_topic(topic)
             site, gateway = t.site, t.gateway
             if t.channel == "status":
-                st = decode_status(t, payload, limits)
+                st = decode_status(t, payload, limits, now_us=received_at_us)
                 if (t.site, t.gateway) not in index:
                     raise ContractError(
                         Reason.UNKNOWN_GATEWAY,
                         f"gateway {t.gateway!r} of site {t.site!r} is not in the registry",
                     )
-                self.statuses.append(
-                    StatusRecord(received_at_us, st.site, st.gateway, st.online, st.ts_us)
+                outcome = StatusRecord(received_at_us, st.site, st.gateway, st.online, st.ts_us)
+                if st.ts_error is not None:
+                    ts_problem = _message_reject(
+                        received_at_us,
+                        topic,
+                        site,
+                        gateway,
+                        Reason.BAD_TIMESTAMP,
+                        f"state {'online' if st.online else 'offline'} applied without its "
+                        f"time: {st.ts_error}",
+                        payload,
+                    )
+            else:
+                outcome = decode_readings(
+                    t, payload, index=index, now_us=received_at_us, limits=limits
                 )
-                return
-            r = decode_readings(t, payload, index=index, now_us=received_at_us, limits=limits)
         except ContractError as exc:
-            self._reject(received_at_us, topic, site, gateway, exc.reason, str(exc), payload)
-            return
+            outcome = _message_reject(
+                received_at_us, topic, site, gateway, exc.reason, str(exc), payload
+            )
+        self._note(ref, topic, payload, received_at_us)
+        if isinstance(outcome, StatusRecord):
+            self.statuses.append(outcome)
+            if ts_problem is not None:
+                self._add_reject(ts_problem)
+        elif isinstance(outcome, RejectRecord):
+            self._add_reject(outcome)
+        else:
+            self._add_readings(outcome, topic, payload, received_at_us)
+
+    def _note(self, ref: object, topic: str, payload: bytes, received_at_us: int) -> None:
+        self.refs.append(ref)
+        self.raw.append((ref, topic, payload, received_at_us))
+        self.payload_bytes += len(payload)
+        if self.oldest_received_us is None:
+            self.oldest_received_us = received_at_us
+
+    def _add_reject(self, reject: RejectRecord) -> None:
+        self.rejected_messages[reject.reason] = self.rejected_messages.get(reject.reason, 0) + 1
+        self.rejects.append(reject)
+
+    def _add_readings(self, r: Readings, topic: str, payload: bytes, received_at_us: int) -> None:
         self.sensor_keys.extend(r.sensor_keys)
         self.ts_us.extend(r.ts_us)
         self.values.extend(r.values)
@@ -131,74 +178,80 @@ class Batch:
         else:
             seen.max_seq = max(seen.max_seq, r.seq)
             seen.last_received_us = received_at_us
-        if r.errors:
-            reasons: list[str] = []
-            for e in r.errors:
-                if e.reason not in reasons:
-                    reasons.append(e.reason.value)
-                self.rejected_readings[e.reason] = self.rejected_readings.get(e.reason, 0) + 1
-            first = r.errors[0]
-            more = f" (and {len(r.errors) - 1} more)" if len(r.errors) > 1 else ""
-            self.rejects.append(
-                RejectRecord(
-                    received_at_us=received_at_us,
-                    topic=topic,
-                    site=site,
-                    gateway=gateway,
-                    reason=first.reason.value,
-                    reasons=tuple(reasons),
-                    detail=f"reading {first.index}: {first.message}{more}",
-                    errors=tuple(
-                        {"index": e.index, "reason": e.reason.value, "message": e.message}
-                        for e in r.errors
-                    ),
-                    accepted_readings=len(r),
-                    rejected_readings=len(r.errors),
-                    payload=payload,
-                )
-            )
-
-    def add_internal_error(
-        self, ref: object, topic: str, payload: bytes, *, received_at_us: int, message: str
-    ) -> None:
-        """Record a message the decoder failed on, so it is kept and acknowledged, not lost."""
-        self.refs.append(ref)
-        if self.oldest_received_us is None:
-            self.oldest_received_us = received_at_us
-        self._reject(received_at_us, topic, None, None, "internal_error", message, payload)
-
-    def _reject(  # noqa: PLR0917 - private, called twice with every field spelled out
-        self,
-        received_at_us: int,
-        topic: str,
-        site: str | None,
-        gateway: str | None,
-        reason: str,
-        detail: str,
-        payload: bytes,
-    ) -> None:
-        self.rejected_messages[reason] = self.rejected_messages.get(reason, 0) + 1
+        if not r.errors:
+            return
+        reasons: list[str] = []
+        for e in r.errors:
+            if e.reason not in reasons:
+                reasons.append(e.reason.value)
+            self.rejected_readings[e.reason] = self.rejected_readings.get(e.reason, 0) + 1
+        first = r.errors[0]
+        more = f" (and {len(r.errors) - 1} more)" if len(r.errors) > 1 else ""
         self.rejects.append(
             RejectRecord(
                 received_at_us=received_at_us,
                 topic=topic,
-                site=site,
-                gateway=gateway,
-                reason=str(reason),
-                reasons=(str(reason),),
-                detail=detail,
-                errors=(),
-                accepted_readings=0,
-                rejected_readings=0,
+                site=r.site,
+                gateway=r.gateway,
+                reason=first.reason.value,
+                reasons=tuple(reasons),
+                detail=f"reading {first.index}: {first.message}{more}",
+                # The payload is kept whole; the per-reading list is capped so that one
+                # message of junk cannot make a huge row.
+                errors=tuple(
+                    {"index": e.index, "reason": e.reason.value, "message": e.message}
+                    for e in r.errors[:MAX_ERRORS_PER_REJECT]
+                ),
+                accepted_readings=len(r),
+                rejected_readings=len(r.errors),
                 payload=payload,
             )
         )
 
+    def add_internal_error(
+        self, ref: object, topic: str, payload: bytes, *, received_at_us: int, message: str
+    ) -> None:
+        """Record a message that could not be processed, so it is kept and acknowledged."""
+        self._note(ref, topic, payload, received_at_us)
+        self._add_reject(
+            _message_reject(received_at_us, topic, None, None, "internal_error", message, payload)
+        )
+
     def is_due(self, *, now_mono_s: float, max_rows: int, max_delay_s: float) -> bool:
-        """True when the batch should be committed: full, or its first message waited enough."""
+        """True when the batch should be committed: full (readings, messages or payload
+        bytes), or its first message has waited long enough."""
         if not self.refs:
             return False
-        return self.rows >= max_rows or now_mono_s - self.started_mono_s >= max_delay_s
+        return (
+            self.rows >= max_rows
+            or self.messages >= max_rows
+            or self.payload_bytes >= MAX_BATCH_PAYLOAD_BYTES
+            or now_mono_s - self.started_mono_s >= max_delay_s
+        )
+
+
+def _message_reject(  # noqa: PLR0917 - mirrors RejectRecord, called twice
+    received_at_us: int,
+    topic: str,
+    site: str | None,
+    gateway: str | None,
+    reason: str,
+    detail: str,
+    payload: bytes,
+) -> RejectRecord:
+    return RejectRecord(
+        received_at_us=received_at_us,
+        topic=topic,
+        site=site,
+        gateway=gateway,
+        reason=str(reason),
+        reasons=(str(reason),),
+        detail=detail,
+        errors=(),
+        accepted_readings=0,
+        rejected_readings=0,
+        payload=payload,
+    )
 
 
 T = TypeVar("T")

@@ -25,6 +25,7 @@ readings of the same message are kept.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,11 @@ STATUS_SUBSCRIPTION: Final = f"{TOPIC_ROOT}/+/+/status"
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 1024 * 1024
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+#: RFC 3339 date-time; Python's fromisoformat alone also takes week dates and other ISO forms.
+_RFC3339_RE: Final = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?P<offset>[Zz]|[+-]\d{2}:\d{2})?$"
+)
+MAX_SEQ: Final = 2**63 - 1
 #: Readings stamped before 2000-01-01 are treated as a broken gateway clock, not history.
 MIN_TS_US: Final = 946_684_800_000_000
 
@@ -72,6 +78,8 @@ class Reason(StrEnum):
     BAD_TIMESTAMP = "bad_timestamp"
     FUTURE_TIMESTAMP = "future_timestamp"
     BAD_QUALITY = "bad_quality"
+    STALE_TIMESTAMP = "stale_timestamp"
+    DUPLICATE_READING = "duplicate_reading"
 
 
 class ContractError(ValueError):
@@ -138,6 +146,9 @@ class DecodeLimits:
 
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_future_skew_s: float = 300.0
+    #: Readings older than this are refused as stale (a gateway clock reset, not history);
+    #: 0 accepts anything since 2000-01-01.
+    max_age_s: float = 400 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,9 @@ class Status:
     gateway: str
     online: bool
     ts_us: int | None
+    #: Why `ts` was unusable, when it was: the state still counts (a gateway that went offline
+    #: must not stay "online" because its clock is wrong), the time is dropped.
+    ts_error: str | None = None
 
 
 def parse_ts(raw: object) -> int:
@@ -183,22 +197,27 @@ def parse_ts(raw: object) -> int:
     if isinstance(raw, int):
         return raw * 1000
     if isinstance(raw, str):
-        if "T" not in raw and "t" not in raw and " " not in raw:
-            raise ValueError(f"timestamp {raw!r} has no time part")
+        m = _RFC3339_RE.match(raw)
+        if m is None:
+            raise ValueError(f"timestamp {raw!r} is not RFC 3339 (YYYY-MM-DDThh:mm:ss[.f]±hh:mm)")
+        if m.group("offset") is None:
+            raise ValueError(f"timestamp {raw!r} has no UTC offset")
         try:
             dt = datetime.fromisoformat(raw)
-        except ValueError:
-            raise ValueError(f"timestamp {raw!r} is not RFC 3339") from None
-        if dt.tzinfo is None:
-            raise ValueError(f"timestamp {raw!r} has no UTC offset")
-        delta = dt - _EPOCH
+            delta = dt - _EPOCH
+        except (ValueError, OverflowError):
+            raise ValueError(f"timestamp {raw!r} is not a valid date and time") from None
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     raise ValueError("timestamp must be an RFC 3339 string or integer epoch milliseconds")
 
 
 def format_ts(ts_us: int) -> str:
-    """RFC 3339 (UTC, microseconds) for a timestamp in epoch microseconds."""
-    return datetime.fromtimestamp(ts_us / 1_000_000, tz=UTC).isoformat()
+    """RFC 3339 (UTC, microseconds) for a timestamp in epoch microseconds, or the raw number
+    when it is beyond what a datetime can hold."""
+    try:
+        return datetime.fromtimestamp(ts_us / 1_000_000, tz=UTC).isoformat()
+    except (ValueError, OverflowError, OSError):
+        return f"{ts_us} µs after the epoch"
 
 
 def _load_object(payload: bytes, limits: DecodeLimits) -> dict[str, Any]:
@@ -220,8 +239,9 @@ def _load_object(payload: bytes, limits: DecodeLimits) -> dict[str, Any]:
     return doc
 
 
-def decode_status(topic: Topic, payload: bytes, limits: DecodeLimits) -> Status:
-    """Decode a status message; raise ContractError for a bad one."""
+def decode_status(topic: Topic, payload: bytes, limits: DecodeLimits, *, now_us: int) -> Status:
+    """Decode a status message; raise ContractError when its state is unusable. A bad `ts`
+    alone is reported in `ts_error` and dropped."""
     doc = _load_object(payload, limits)
     state = doc.get("state")
     if state not in ("online", "offline"):
@@ -229,12 +249,26 @@ def decode_status(topic: Topic, payload: bytes, limits: DecodeLimits) -> Status:
             Reason.BAD_SCHEMA, f"status 'state' must be online|offline, not {state!r}"
         )
     ts_us: int | None = None
+    ts_error: str | None = None
     if "ts" in doc:
         try:
             ts_us = parse_ts(doc["ts"])
         except ValueError as exc:
-            raise ContractError(Reason.BAD_TIMESTAMP, str(exc)) from None
-    return Status(site=topic.site, gateway=topic.gateway, online=state == "online", ts_us=ts_us)
+            ts_error = str(exc)
+        else:
+            if not MIN_TS_US <= ts_us <= now_us + int(limits.max_future_skew_s * 1_000_000):
+                ts_error = (
+                    f"status timestamp {format_ts(ts_us)} is before 2000-01-01 or more than "
+                    f"{limits.max_future_skew_s:g} s ahead of the service clock"
+                )
+                ts_us = None
+    return Status(
+        site=topic.site,
+        gateway=topic.gateway,
+        online=state == "online",
+        ts_us=ts_us,
+        ts_error=ts_error,
+    )
 
 
 def decode_readings(
@@ -264,14 +298,20 @@ def decode_readings(
             f"payload gateway {gateway!r} does not match topic gateway {topic.gateway!r}",
         )
     seq = doc.get("seq")
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-        raise ContractError(Reason.BAD_SCHEMA, "'seq' must be a non-negative integer")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 0 <= seq <= MAX_SEQ:
+        raise ContractError(Reason.BAD_SCHEMA, "'seq' must be an integer in [0, 2^63 - 1]")
     items = doc.get("readings")
     if not isinstance(items, list):
         raise ContractError(Reason.BAD_SCHEMA, "'readings' must be an array")
 
     out = Readings(site=topic.site, gateway=topic.gateway, seq=seq)
     max_ts_us = now_us + int(limits.max_future_skew_s * 1_000_000)
+    min_ts_us = (
+        max(MIN_TS_US, now_us - int(limits.max_age_s * 1_000_000))
+        if limits.max_age_s
+        else MIN_TS_US
+    )
+    seen: set[tuple[int, int]] = set()
     keys, tss, values, quals, errors = (
         out.sensor_keys,
         out.ts_us,
@@ -337,9 +377,14 @@ def decode_readings(
             except ValueError as exc:
                 errors.append(ReadingError(i, Reason.BAD_TIMESTAMP, f"{sensor_id!r}: {exc}"))
                 continue
-        if ts < MIN_TS_US:
+        if ts < min_ts_us:
             errors.append(
-                ReadingError(i, Reason.BAD_TIMESTAMP, f"{sensor_id!r}: timestamp before 2000-01-01")
+                ReadingError(
+                    i,
+                    Reason.STALE_TIMESTAMP,
+                    f"{sensor_id!r}: timestamp {format_ts(ts)} is before 2000-01-01 or older "
+                    f"than {limits.max_age_s / 86_400:g} days",
+                )
             )
             continue
         if ts > max_ts_us:
@@ -359,6 +404,16 @@ def decode_readings(
                 ReadingError(i, Reason.BAD_QUALITY, f"quality {q!r} is not good|uncertain|bad")
             )
             continue
+        if (spec.key, ts) in seen:
+            errors.append(
+                ReadingError(
+                    i,
+                    Reason.DUPLICATE_READING,
+                    f"{sensor_id!r} at {format_ts(ts)} appears earlier in the same message",
+                )
+            )
+            continue
+        seen.add((spec.key, ts))
         keys.append(spec.key)
         tss.append(ts)
         values.append(value)

@@ -23,6 +23,7 @@ class IngestMetrics:
     readings_accepted: Counter
     readings_inserted: Counter
     readings_rejected: Counter
+    readings_duplicate: Counter
     messages_rejected: Counter
     batches_committed: Counter
     batch_rows: Histogram
@@ -50,6 +51,11 @@ def create_metrics() -> IngestMetrics:
         ),
         readings_inserted=Counter(
             "tungku_readings_inserted", "New rows in readings (duplicates excluded)", registry=r
+        ),
+        readings_duplicate=Counter(
+            "tungku_readings_duplicate",
+            "Accepted readings whose (sensor, ts) was already stored (first value kept)",
+            registry=r,
         ),
         readings_rejected=Counter(
             "tungku_readings_rejected",

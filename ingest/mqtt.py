@@ -114,13 +114,16 @@ class MqttSource:
         already redelivered it on the current one, where it will be acknowledged again.
         """
         sent = 0
-        current = self._connection
-        for ref in refs:
-            assert isinstance(ref, AckRef)  # noqa: S101 - refs only ever come from this class
-            if ref.qos == 0 or ref.connection != current:
-                continue
-            if self._client.ack(ref.mid, ref.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS:
-                sent += 1
+        # Under the lock: a connection that drops meanwhile cannot have our PUBACKs for its
+        # packet ids sent on the next one, where the same ids may mean other messages.
+        with self._lock:
+            current = self._connection
+            for ref in refs:
+                assert isinstance(ref, AckRef)  # noqa: S101 - refs only ever come from this class
+                if ref.qos == 0 or ref.connection != current:
+                    continue
+                if self._client.ack(ref.mid, ref.qos) == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    sent += 1
         return sent
 
     # -- paho callbacks, on paho's thread --------------------------------------------------
@@ -152,6 +155,10 @@ class MqttSource:
         reason: ReasonCode,
         properties: Properties | None,
     ) -> None:
+        # A new number at once, not only at the next CONNACK: acknowledgements of messages
+        # from the lost connection stop here.
+        with self._lock:
+            self._connection += 1
         self._on_connection_cb(False, f"disconnected: {reason}")
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:

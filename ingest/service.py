@@ -12,8 +12,8 @@ Wiring of one running process: one `asyncio.TaskGroup` with named tasks —
 
 The inbox holds at most mqtt_receive_maximum messages (paho's thread blocks, and so stops
 reading the socket, when it is full) and the batch queue writers + 1 batches, so memory stays
-bounded when the database stalls. A blind `except Exception` exists only at the top of
-the supervised write loop, where dropping out would stall ingest for good.
+bounded when the database stalls. A blind `except Exception` exists only where a message
+or batch would otherwise stall ingest for good: decoding, and committing (see `_commit`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ingest.inbox import Inbox
 from ingest.metrics import IngestMetrics
 from ingest.mqtt import Inbound, MqttSource
 from ingest.settings import Settings
-from ingest.store import ReadingStore, StoreUnavailableError
+from ingest.store import ReadingStore, StoreError, StoreUnavailableError
 
 log = structlog.get_logger("tungku.ingest")
 
@@ -59,6 +59,7 @@ class IngestService:
         self._limits = DecodeLimits(
             max_payload_bytes=settings.max_payload_bytes,
             max_future_skew_s=settings.max_future_skew_s,
+            max_age_s=settings.max_age_days * 86_400,
         )
         self._index: dict[tuple[str, str], dict[str, SensorSpec]] = {}
         self._generation = -1
@@ -123,16 +124,16 @@ class IngestService:
                     tg.create_task(self._housekeep_loop(aux, stop), name="housekeep"),
                 ]
                 await stop.wait()
-                await decode
-                try:
-                    await asyncio.wait_for(
-                        asyncio.shield(asyncio.gather(*writers)), _SHUTDOWN_GRACE_S
-                    )
-                except TimeoutError:
-                    # The database is away: what was not committed is not acknowledged, and
-                    # the broker redelivers it to the next run.
+                # Commit and acknowledge what was received, within a grace period. When the
+                # database is away, decode can be stuck handing over a batch and a writer
+                # stuck in a commit: both are cancelled. Nothing uncommitted was
+                # acknowledged, so the broker redelivers it to the next run.
+                _, pending = await asyncio.wait([decode, *writers], timeout=_SHUTDOWN_GRACE_S)
+                if pending:
                     log.warning("shutdown without commit", unacked=self._unacked)
                     self._abandon.set()
+                    for t in pending:
+                        t.cancel()
                 for t in side:
                     t.cancel()
         finally:
@@ -140,7 +141,7 @@ class IngestService:
             source.stop()
             for store in stores:
                 await store.close()
-            with suppress(StoreUnavailableError):
+            with suppress(StoreError):
                 await aux.record_gateways_seen(self._seen)
             await aux.close()
             self._write_textfile()
@@ -232,23 +233,10 @@ class IngestService:
         sequencer: AckSequencer[tuple[Batch, int, float]],
     ) -> None:
         while (batch := await batches.get()) is not None:
-            delay = 0.2
-            while True:
-                t0 = time.monotonic()
-                try:
-                    inserted = await store.commit_batch(batch)
-                    break
-                except StoreUnavailableError as exc:
-                    log.warning("commit failed, will retry", error=str(exc), retry_in_s=delay)
-                except Exception:
-                    log.exception("commit failed unexpectedly, will retry", retry_in_s=delay)
-                self._m.db_errors.inc()
-                jitter = random.uniform(0.5, 1.5)  # noqa: S311 - back-off jitter, not crypto
-                with suppress(TimeoutError):
-                    await asyncio.wait_for(self._abandon.wait(), delay * jitter)
-                if self._abandon.is_set():
-                    return
-                delay = min(delay * 2, 10.0)
+            t0 = time.monotonic()
+            inserted = await self._commit(store, batch)
+            if inserted is None:
+                return  # shutting down without the database
             commit_s = time.monotonic() - t0
             # Commits of concurrent writers finish in any order; PUBACKs may not.
             for ready, ready_inserted, ready_commit_s in sequencer.committed(
@@ -256,6 +244,63 @@ class IngestService:
             ):
                 acked = source.ack(ready.refs)
                 self._account(ready, ready_inserted, ready_commit_s, time.monotonic(), acked)
+
+    async def _commit(self, store: ReadingStore, batch: Batch) -> int | None:
+        """Commit a batch; new rows, or None when abandoned at shutdown.
+
+        When the database refuses the batch's data (or committing it fails in a way nobody
+        foresaw), retrying it whole would stall ingest for good, since nothing after it
+        could be acknowledged. Its messages are then committed one by one, and a message
+        that still fails is kept whole in `rejects` as internal_error, and acknowledged.
+        """
+        try:
+            return await self._commit_retrying(store, batch)
+        except Exception:  # supervised: a poison batch must not stop ingest
+            log.exception("batch refused; committing its messages one by one")
+        inserted = 0
+        for ref, topic, payload, received_at_us in batch.raw:
+            one = Batch(started_mono_s=batch.started_mono_s)
+            one.add_message(
+                ref,
+                topic,
+                payload,
+                received_at_us=received_at_us,
+                index=self._index,
+                limits=self._limits,
+            )
+            try:
+                n = await self._commit_retrying(store, one)
+            except Exception as exc:  # supervised, as above
+                log.exception("message refused by the database", topic=topic)
+                kept = Batch(started_mono_s=batch.started_mono_s)
+                kept.add_internal_error(
+                    ref,
+                    topic,
+                    payload,
+                    received_at_us=received_at_us,
+                    message=f"the database refused this message: {exc}",
+                )
+                n = await self._commit_retrying(store, kept)
+            if n is None:
+                return None
+            inserted += n
+        return inserted
+
+    async def _commit_retrying(self, store: ReadingStore, batch: Batch) -> int | None:
+        """Commit, retrying with jittered back-off while the database is unavailable."""
+        delay = 0.2
+        while True:
+            try:
+                return await store.commit_batch(batch)
+            except StoreUnavailableError as exc:
+                log.warning("commit failed, will retry", error=str(exc), retry_in_s=delay)
+            self._m.db_errors.inc()
+            jitter = random.uniform(0.5, 1.5)  # noqa: S311 - back-off jitter, not crypto
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._abandon.wait(), delay * jitter)
+            if self._abandon.is_set():
+                return None
+            delay = min(delay * 2, 10.0)
 
     def _account(
         self, batch: Batch, inserted: int, commit_s: float, now_mono: float, acked: int
@@ -270,6 +315,7 @@ class IngestService:
         m.ingest_lag_seconds.observe(now_mono - batch.started_mono_s)
         m.readings_accepted.inc(batch.rows)
         m.readings_inserted.inc(inserted)
+        m.readings_duplicate.inc(max(0, batch.rows - inserted))
         for reason, n in batch.rejected_readings.items():
             m.readings_rejected.labels(reason=reason).inc(n)
         for reason, n in batch.rejected_messages.items():
@@ -291,7 +337,7 @@ class IngestService:
             try:
                 if await store.generation() != self._generation:
                     self._set_index(*await store.fetch_index())
-            except StoreUnavailableError as exc:
+            except StoreError as exc:
                 log.debug("registry refresh skipped", error=str(exc))
 
     async def _retention_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
@@ -303,7 +349,7 @@ class IngestService:
                 log.info(
                     "retention", dropped_chunks=dropped, older_than_days=self._s.retention_days
                 )
-            except StoreUnavailableError as exc:
+            except StoreError as exc:
                 log.warning("retention skipped", error=str(exc))
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._s.retention_check_interval_s)
@@ -313,14 +359,13 @@ class IngestService:
         while not stop.is_set():
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
-            with suppress(StoreUnavailableError):
-                seen, self._seen = self._seen, {}
-                try:
-                    await store.record_gateways_seen(seen)
-                except StoreUnavailableError:
-                    self._merge_back(seen)
-                    raise
+            seen, self._seen = self._seen, {}
+            try:
+                await store.record_gateways_seen(seen)
                 self._m.gateways_online.set(await store.gateways_online())
+            except StoreError as exc:
+                self._merge_back(seen)
+                log.warning("gateway state not recorded, will retry", error=str(exc))
             self._m.unacked_messages.set(self._unacked)
             self._write_textfile()
             if time.monotonic() - last_log >= 10:

@@ -8,6 +8,7 @@ defaults < TOML file (table `[ingest]`) < environment (`TUNGKU_<NAME>`, upper ca
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -49,6 +50,9 @@ class Settings:
     max_batch_delay_ms: int = 50
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_future_skew_s: float = 300.0
+    #: Readings older than this are refused as stale_timestamp (a reset gateway clock); store
+    #: and forward backfills within it are accepted. 0: anything since 2000-01-01.
+    max_age_days: float = 400.0
     #: Chunks of readings older than this are dropped by the service; 0 keeps everything.
     retention_days: float = 0.0
     retention_check_interval_s: float = 3600.0
@@ -81,12 +85,16 @@ class Settings:
                 raise SettingsError(f"{name} must be positive, not {getattr(self, name)!r}")
         if self.mqtt_receive_maximum > 65535:
             raise SettingsError("mqtt_receive_maximum must be at most 65535 (MQTT v5 limit)")
-        for name in (
-            "max_future_skew_s",
-            "retention_days",
-            "metrics_port",
-            "mqtt_session_expiry_s",
-        ):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SettingsError(f"{f.name} must be a finite number, not {value!r}")
+        if self.mqtt_session_expiry_s <= 0:
+            raise SettingsError(
+                "mqtt_session_expiry_s must be positive: with 0 the broker forgets the session, "
+                "and the messages queued for it, whenever the service disconnects"
+            )
+        for name in ("max_future_skew_s", "retention_days", "metrics_port", "max_age_days"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, not {getattr(self, name)!r}")
         if self.log_format not in ("json", "console"):

@@ -12,6 +12,8 @@ with `INSERT ... ON CONFLICT DO NOTHING` into the `readings` hypertable, whose p
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,11 @@ class StoreError(RuntimeError):
 
 class StoreUnavailableError(StoreError):
     """Raised when the database cannot be reached or the connection was lost mid-operation."""
+
+
+class StoreRejectedError(StoreError):
+    """Raised when the database refuses the data itself (a value out of its range, a
+    constraint): retrying the same rows cannot help."""
 
 
 def copy_rows(
@@ -205,6 +212,20 @@ class ReadingStore:
             await self._conn.close()
             self._conn = None
 
+    @asynccontextmanager
+    async def _guard(self) -> AsyncIterator[None]:
+        """Translate the driver's errors, once, here; drop the connection after any of them."""
+        try:
+            yield
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            await self._drop_broken()
+            raise StoreRejectedError(str(exc)) from exc
+        except psycopg.Error as exc:
+            # Lost connections, deadlocks, a server gone read-only after a failover: a retry
+            # on a fresh connection may succeed.
+            await self._drop_broken()
+            raise StoreUnavailableError(str(exc)) from exc
+
     async def _drop_broken(self) -> None:
         if self._conn is not None:
             try:
@@ -214,29 +235,23 @@ class ReadingStore:
 
     async def fetch_index(self) -> tuple[int, dict[tuple[str, str], dict[str, SensorSpec]]]:
         """The registry generation and the sensor index decoding needs."""
-        try:
+        async with self._guard():
             conn = await self._connection()
             gen = await (await conn.execute(_GENERATION_SQL)).fetchone()
             gws = await (await conn.execute(_GATEWAYS_SQL)).fetchall()
             rows = await (await conn.execute(_INDEX_SQL)).fetchall()
-        except psycopg.OperationalError as exc:
-            await self._drop_broken()
-            raise StoreUnavailableError(str(exc)) from exc
         return (int(gen[0]) if gen else 0), _build_index(gws, rows)
 
     async def generation(self) -> int:
         """Current registry generation."""
-        try:
+        async with self._guard():
             conn = await self._connection()
             row = await (await conn.execute(_GENERATION_SQL)).fetchone()
-        except psycopg.OperationalError as exc:
-            await self._drop_broken()
-            raise StoreUnavailableError(str(exc)) from exc
         return int(row[0]) if row else 0
 
     async def commit_batch(self, batch: Batch) -> int:
         """Write a batch in one transaction; return the number of new reading rows."""
-        try:
+        async with self._guard():
             conn = await self._connection()
             async with conn.transaction():
                 inserted = 0
@@ -276,21 +291,27 @@ class ReadingStore:
                                     r.payload,
                                     hashlib.sha256(r.payload).digest(),
                                 )
+                                # Arrival order, so ids follow it. Two writers inserting the
+                                # same redelivered rejects can deadlock; PostgreSQL aborts one
+                                # and it is retried, which is rare enough not to matter.
                                 for r in batch.rejects
                             ],
                         )
-                for st in batch.statuses:
+                # The last status of each gateway in this batch, in a fixed lock order; an
+                # older status committed later by the other writer does not overwrite it.
+                latest = {(st.site, st.gateway): st for st in batch.statuses}
+                for key in sorted(latest):
+                    st = latest[key]
                     await conn.execute(
                         "INSERT INTO gateway_state (site_id, gateway_id, online, status_ts,"
                         " status_at) VALUES (%s, %s, %s, to_timestamp(%s::float8 / 1e6),"
                         " to_timestamp(%s::float8 / 1e6))"
                         " ON CONFLICT (site_id, gateway_id) DO UPDATE SET online = excluded.online,"
-                        " status_ts = excluded.status_ts, status_at = excluded.status_at",
+                        " status_ts = excluded.status_ts, status_at = excluded.status_at"
+                        " WHERE gateway_state.status_at IS NULL"
+                        " OR gateway_state.status_at <= excluded.status_at",
                         (st.site, st.gateway, st.online, st.ts_us, st.received_at_us),
                     )
-        except psycopg.OperationalError as exc:
-            await self._drop_broken()
-            raise StoreUnavailableError(str(exc)) from exc
         return inserted
 
     async def record_gateways_seen(self, seen: dict[tuple[str, str], GatewaySeen]) -> None:
@@ -301,7 +322,7 @@ class ReadingStore:
         """
         if not seen:
             return
-        try:
+        async with self._guard():
             conn = await self._connection()
             async with conn.cursor() as cur:
                 await cur.executemany(
@@ -313,25 +334,19 @@ class ReadingStore:
                     " excluded.last_message_at)",
                     [(site, gw, v.max_seq, v.last_received_us) for (site, gw), v in seen.items()],
                 )
-        except psycopg.OperationalError as exc:
-            await self._drop_broken()
-            raise StoreUnavailableError(str(exc)) from exc
 
     async def gateways_online(self) -> int:
         """Gateways whose last status was online."""
-        try:
+        async with self._guard():
             conn = await self._connection()
             row = await (
                 await conn.execute("SELECT count(*) FROM gateway_state WHERE online")
             ).fetchone()
-        except psycopg.OperationalError as exc:
-            await self._drop_broken()
-            raise StoreUnavailableError(str(exc)) from exc
         return int(row[0]) if row else 0
 
     async def drop_old_chunks(self, older_than_days: float) -> int:
         """Retention without TimescaleDB's policies (absent from the Apache edition)."""
-        try:
+        async with self._guard():
             conn = await self._connection()
             rows = await (
                 await conn.execute(
@@ -342,9 +357,6 @@ class ReadingStore:
                     (older_than_days,),
                 )
             ).fetchall()
-        except psycopg.OperationalError as exc:
-            await self._drop_broken()
-            raise StoreUnavailableError(str(exc)) from exc
         return len(rows)
 
 

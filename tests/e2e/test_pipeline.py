@@ -266,3 +266,30 @@ def test_queued_messages_survive_broker_restart_while_ingest_is_down(
     svc.start()
     assert_exactly_once(tmp_path, database_url, db_schema, svc)
     assert "dropped" not in broker.log_file.read_text()
+
+
+def test_sigterm_while_the_database_is_down_exits_and_loses_nothing(
+    fleet: Fleet,
+    broker: Broker,
+    tmp_path: Path,
+    database_url: str,
+    db_schema: str,
+    ingest_factory: Callable[..., IngestProcess],
+) -> None:
+    """Stopping the service while PostgreSQL is away ends it within its grace period, with
+    nothing acknowledged that was not committed: a restarted service stores it all, once."""
+    svc = ingest_factory(mqtt_port=broker.port, sites=fleet.sites)
+    svc.start()
+    pg_ctl("stop")
+    try:
+        finish(
+            simulate(fleet, broker, tmp_path, "--count", "20000", "--readings-per-message", "20")
+        )
+        assert svc.proc is not None
+        t0 = time.monotonic()
+        assert svc.stop() == 0
+        assert time.monotonic() - t0 < 20
+    finally:
+        pg_ctl("start")
+    svc.start()
+    assert_exactly_once(tmp_path, database_url, db_schema, svc)

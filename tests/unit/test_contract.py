@@ -129,6 +129,7 @@ def test_parse_ts_round_trips_rfc3339_in_any_offset(dt: datetime, offset_min: in
             st.sampled_from(["good", "uncertain", "bad"]),
         ),
         max_size=50,
+        unique_by=lambda item: (item[0], item[2]),
     ),
     st.integers(min_value=0, max_value=2**53),
 )
@@ -143,7 +144,9 @@ def test_decode_of_encode_is_identity(items: list[tuple[str, float, int, str]], 
             for s, v, ts, q in items
         ],
     )
-    out = decode_readings(TOPIC, payload, index=INDEX, now_us=NOW_US, limits=DecodeLimits())
+    out = decode_readings(
+        TOPIC, payload, index=INDEX, now_us=NOW_US, limits=DecodeLimits(max_age_s=0)
+    )
     assert out.errors == []
     assert out.seq == seq
     quality = {"good": 0, "uncertain": 1, "bad": 2}
@@ -161,6 +164,8 @@ def test_decode_of_encode_is_identity(items: list[tuple[str, float, int, str]], 
         (orjson.dumps({"seq": 1, "readings": []}), Reason.BAD_SCHEMA),
         (orjson.dumps({"gateway": "gw1", "seq": -1, "readings": []}), Reason.BAD_SCHEMA),
         (orjson.dumps({"gateway": "gw1", "seq": True, "readings": []}), Reason.BAD_SCHEMA),
+        (orjson.dumps({"gateway": "gw1", "seq": 2**63, "readings": []}), Reason.BAD_SCHEMA),
+        (b'{"gateway": "gw1", "seq": 1, "readings": [{"value": NaN}]}', Reason.MALFORMED_JSON),
         (orjson.dumps({"gateway": "gw1", "seq": 1, "readings": {}}), Reason.BAD_SCHEMA),
         (orjson.dumps({"gateway": "gw2", "seq": 1, "readings": []}), Reason.GATEWAY_MISMATCH),
         (b"{" + b" " * 5000 + b"}", Reason.OVERSIZED),
@@ -191,7 +196,12 @@ def test_unknown_gateway_is_rejected_before_parsing() -> None:
         (r(value=1801.0), Reason.OUT_OF_RANGE, "[-50.0, 1800.0]"),
         (r(value=-50.5), Reason.OUT_OF_RANGE, "physical range"),
         (r(ts="2026-01-01T00:00:00"), Reason.BAD_TIMESTAMP, "no UTC offset"),
-        (r(ts=0), Reason.BAD_TIMESTAMP, "before 2000"),
+        (r(ts=0), Reason.STALE_TIMESTAMP, "before 2000"),
+        (r(ts=NOW_US // 1000 - 401 * 86_400_000), Reason.STALE_TIMESTAMP, "older than 400 days"),
+        (r(ts=2**62), Reason.FUTURE_TIMESTAMP, "ahead of the service clock"),
+        (r(ts="9999-12-31T23:59:59-23:59"), Reason.FUTURE_TIMESTAMP, "ahead"),
+        (r(ts="2026-W48-5T10:00:00+00:00"), Reason.BAD_TIMESTAMP, "not RFC 3339"),
+        (r(ts="2026-02-30T00:00:00Z"), Reason.BAD_TIMESTAMP, "not a valid date"),
         (r(ts=NOW_US // 1000 + 61_000), Reason.FUTURE_TIMESTAMP, "60 s ahead"),
         (r(quality="fine"), Reason.BAD_QUALITY, "good|uncertain|bad"),
         ("not an object", Reason.BAD_SCHEMA, "JSON object"),
@@ -202,7 +212,9 @@ def test_reading_level_problems_reject_only_that_reading(
 ) -> None:
     """A bad reading is rejected with a reason and a message naming the problem; its
     neighbours are kept."""
-    out = decode(msg(r(value=1.0), reading, r(value=2.0)))
+    out = decode(
+        msg(r(value=1.0, ts=NOW_US // 1000 - 1), reading, r(value=2.0, ts=NOW_US // 1000 - 2))
+    )
     assert out.values == [1.0, 2.0]
     assert len(out.errors) == 1
     assert (out.errors[0].index, out.errors[0].reason) == (1, reason)
@@ -218,7 +230,10 @@ def test_future_skew_is_configurable() -> None:
 def test_status_round_trips() -> None:
     """A status payload decodes to the gateway's state and time."""
     st_ = decode_status(
-        Topic("s1", "gw1", "status"), encode_status(False, 1_700_000_000_000), LIMITS
+        Topic("s1", "gw1", "status"),
+        encode_status(False, 1_700_000_000_000),
+        LIMITS,
+        now_us=NOW_US,
     )
     assert (st_.online, st_.ts_us) == (False, 1_700_000_000_000_000)
 
@@ -226,10 +241,27 @@ def test_status_round_trips() -> None:
 def test_status_with_unknown_state_is_refused() -> None:
     """A status other than online|offline is a schema error."""
     with pytest.raises(ContractError) as err:
-        decode_status(Topic("s1", "gw1", "status"), b'{"state": "asleep"}', LIMITS)
+        decode_status(Topic("s1", "gw1", "status"), b'{"state": "asleep"}', LIMITS, now_us=NOW_US)
     assert err.value.reason is Reason.BAD_SCHEMA
 
 
 def test_readings_topic_is_what_parse_topic_reads() -> None:
     """The topic builder and parser agree."""
     assert parse_topic(readings_topic("a", "b")) == Topic("a", "b", "readings")
+
+
+@pytest.mark.parametrize("ts", [10**16, 0, "2026-11-28T07:00:00"])
+def test_status_with_an_impossible_time_keeps_its_state_and_drops_the_time(ts: object) -> None:
+    """A status stamped outside [2000, now + skew] still says offline; its time is dropped
+    and the reason given, so it never reaches the database."""
+    payload = orjson.dumps({"state": "offline", "ts": ts})
+    st_ = decode_status(Topic("s1", "gw1", "status"), payload, LIMITS, now_us=NOW_US)
+    assert (st_.online, st_.ts_us) == (False, None)
+    assert st_.ts_error is not None
+
+
+def test_same_sensor_and_time_twice_in_one_message_keeps_the_first() -> None:
+    """A repeated (sensor, ts) inside one message is refused as duplicate_reading."""
+    out = decode(msg(r(value=1.0), r(value=2.0)))
+    assert out.values == [1.0]
+    assert [(e.index, e.reason) for e in out.errors] == [(1, Reason.DUPLICATE_READING)]
