@@ -45,36 +45,12 @@ from psycopg import sql
 
 from ingest.contract import readings_topic
 from ingest.migrate import migrate, session_sql
-from ingest.registry import Gateway, Sensor, Site
+from ingest.registry import Site
 from ingest.store import load_site
 from tests.fix_broker import Broker
-from tests.fix_ingest import IngestProcess
+from tests.fix_ingest import IngestProcess, make_site
 
 SITE = "bench"
-
-
-def make_site(gateways: int, sensors: int) -> Site:
-    return Site(
-        id=SITE,
-        name="benchmark plant",
-        gateways=tuple(
-            Gateway(
-                id=f"gw{g}",
-                sensors=tuple(
-                    Sensor(
-                        id=f"gw{g}.s{s}",
-                        kind="cw_return_temp",
-                        unit="°C",
-                        min_value=-50,
-                        max_value=200,
-                        period_s=1.0,
-                    )
-                    for s in range(sensors)
-                ),
-            )
-            for g in range(gateways)
-        ),
-    )
 
 
 def make_messages(
@@ -259,7 +235,7 @@ def bench_latency(
                     "gateway": gw,
                     "seq": k + 1,
                     "readings": [
-                        {"sensor": sid, "ts": now, "value": 31.0, "unit": "°C"} for sid in chunk
+                        {"sensor": sid, "ts": now, "value": 31.0, "unit": "MW"} for sid in chunk
                     ],
                 }
             )
@@ -411,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
 
-    site = make_site(args.gateways, args.sensors_per_gateway)
+    site = make_site(SITE, args.gateways, args.sensors_per_gateway)
     data_dir = Path(tempfile.mkdtemp(prefix="tungku-bench-broker-"))
     log_dir = Path(tempfile.mkdtemp(prefix="tungku-bench-logs-"))
     broker = Broker(data_dir)

@@ -141,6 +141,23 @@ def assert_exactly_once(tmp: Path, database_url: str, schema: str, svc: IngestPr
     assert rejects == []
 
 
+def start_mid_stream(
+    fleet: Fleet,
+    broker: Broker,
+    tmp: Path,
+    database_url: str,
+    schema: str,
+    ingest_factory: Callable[..., IngestProcess],
+) -> tuple[IngestProcess, subprocess.Popen[bytes]]:
+    """Start the service and a 300 s plant at 40x (about 83k readings in 7 s); return once
+    the first 5,000 readings are committed, so whatever the test breaks next breaks mid-stream."""
+    svc = ingest_factory(mqtt_port=broker.port, sites=fleet.sites)
+    svc.start()
+    sim = simulate(fleet, broker, tmp, "--speed", "40", "--duration-s", "300")
+    wait_for(lambda: row_count(database_url, schema) > 5000, 60, "ingest under way")
+    return svc, sim
+
+
 @pytest.fixture
 def fleet(tmp_path: Path, database_url: str, db_schema: str) -> Fleet:
     """The default fleet, registered under this test's site ids."""
@@ -175,10 +192,7 @@ def test_sigkill_of_ingest_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     """Killing the service with SIGKILL while it commits, then restarting it, still leaves
     exactly the published readings."""
-    svc = ingest_factory(mqtt_port=broker.port, sites=fleet.sites)
-    svc.start()
-    sim = simulate(fleet, broker, tmp_path, "--speed", "40", "--duration-s", "300")
-    wait_for(lambda: row_count(database_url, db_schema) > 5000, 60, "ingest under way")
+    svc, sim = start_mid_stream(fleet, broker, tmp_path, database_url, db_schema, ingest_factory)
     svc.kill()
     time.sleep(1.0)
     svc.start()
@@ -208,10 +222,7 @@ def test_database_restart_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     """Stopping PostgreSQL for a few seconds mid-stream stalls ingest (nothing acknowledged)
     and, once it is back, the database holds exactly the published readings."""
-    svc = ingest_factory(mqtt_port=broker.port, sites=fleet.sites)
-    svc.start()
-    sim = simulate(fleet, broker, tmp_path, "--speed", "40", "--duration-s", "300")
-    wait_for(lambda: row_count(database_url, db_schema) > 5000, 60, "ingest under way")
+    svc, sim = start_mid_stream(fleet, broker, tmp_path, database_url, db_schema, ingest_factory)
     pg_ctl("stop")
     try:
         acked_before = (svc.metrics() or {}).get("tungku_messages_acked_total", 0)
@@ -236,10 +247,7 @@ def test_broker_restart_mid_stream_loses_and_duplicates_nothing(
 ) -> None:
     """Restarting Mosquitto mid-stream (persistence on) loses nothing: queued messages
     survive in its persistence file, gateways spool and backfill, ingest resumes its session."""
-    svc = ingest_factory(mqtt_port=broker.port, sites=fleet.sites)
-    svc.start()
-    sim = simulate(fleet, broker, tmp_path, "--speed", "40", "--duration-s", "300")
-    wait_for(lambda: row_count(database_url, db_schema) > 5000, 60, "ingest under way")
+    svc, sim = start_mid_stream(fleet, broker, tmp_path, database_url, db_schema, ingest_factory)
     broker.stop()
     time.sleep(2.0)
     broker.start()
