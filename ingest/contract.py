@@ -272,12 +272,20 @@ def decode_status(topic: Topic, payload: bytes, limits: DecodeLimits, *, now_us:
 
 
 def decode_readings(
-    topic: Topic, payload: bytes, *, index: SensorIndex, now_us: int, limits: DecodeLimits
+    topic: Topic,
+    payload: bytes,
+    *,
+    index: SensorIndex,
+    now_us: int,
+    limits: DecodeLimits,
+    fast: bool = True,
 ) -> Readings:
     """Decode and validate a readings message.
 
     Raises ContractError when the message as a whole is unusable; otherwise returns the
-    accepted readings with a ReadingError for each rejected one.
+    accepted readings with a ReadingError for each rejected one. `fast=False` checks every
+    reading rule by rule; the result is the same (a property test holds them equal), only
+    slower.
     """
     sensors = index.get((topic.site, topic.gateway))
     if sensors is None:
@@ -311,7 +319,48 @@ def decode_readings(
         if limits.max_age_s
         else MIN_TS_US
     )
+    window = _Window(topic.gateway, min_ts_us, max_ts_us, limits)
+    if fast and _decode_fast(items, sensors, window, out):
+        return out
+    out = Readings(site=topic.site, gateway=topic.gateway, seq=seq)
     seen: set[tuple[int, int]] = set()
+    for i, item in enumerate(items):
+        checked = _check_reading(i, item, sensors, window)
+        if isinstance(checked, ReadingError):
+            out.errors.append(checked)
+            continue
+        key, ts, value, quality = checked
+        if (key, ts) in seen:
+            out.errors.append(
+                ReadingError(
+                    i,
+                    Reason.DUPLICATE_READING,
+                    f"{item['sensor']!r} at {format_ts(ts)} appears earlier in the same message",
+                )
+            )
+            continue
+        seen.add((key, ts))
+        out.sensor_keys.append(key)
+        out.ts_us.append(ts)
+        out.values.append(value)
+        out.qualities.append(quality)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    gateway: str
+    min_ts_us: int
+    max_ts_us: int
+    limits: DecodeLimits
+
+
+def _decode_fast(
+    items: list[Any], sensors: Mapping[str, SensorSpec], w: _Window, out: Readings
+) -> bool:
+    """The common case at full speed: integer times, numbers in range, known sensors. Any
+    other reading goes through `_check_reading`. Returns False when the message repeats a
+    (sensor, ts), which the careful path sorts out reading by reading."""
     keys, tss, values, quals, errors = (
         out.sensor_keys,
         out.ts_us,
@@ -319,106 +368,100 @@ def decode_readings(
         out.qualities,
         out.errors,
     )
+    lo_ts, hi_ts = w.min_ts_us, w.max_ts_us
     for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            errors.append(ReadingError(i, Reason.BAD_SCHEMA, "reading must be a JSON object"))
-            continue
-        sensor_id = item.get("sensor")
-        spec = sensors.get(sensor_id) if isinstance(sensor_id, str) else None
-        if spec is None:
-            errors.append(
-                ReadingError(
-                    i,
-                    Reason.UNKNOWN_SENSOR,
-                    f"sensor {sensor_id!r} is not registered on gateway {topic.gateway!r}",
-                )
-            )
-            continue
-        unit = item.get("unit")
-        if unit != spec.unit:
-            errors.append(
-                ReadingError(
-                    i,
-                    Reason.WRONG_UNIT,
-                    f"sensor {sensor_id!r} reports in {spec.unit!r}, reading has unit {unit!r}",
-                )
-            )
-            continue
-        value = item.get("value")
-        if type(value) is not float and (type(value) is not int):
-            errors.append(
-                ReadingError(
-                    i, Reason.BAD_VALUE, f"value {value!r} of {sensor_id!r} is not a number"
-                )
-            )
-            continue
-        value = float(value)
-        if not math.isfinite(value):
-            errors.append(
-                ReadingError(i, Reason.BAD_VALUE, f"value of {sensor_id!r} is not finite")
-            )
-            continue
-        if value < spec.min_value or value > spec.max_value:
-            errors.append(
-                ReadingError(
-                    i,
-                    Reason.OUT_OF_RANGE,
-                    f"value {value} of {sensor_id!r} is outside its physical range "
-                    f"[{spec.min_value}, {spec.max_value}] {spec.unit}",
-                )
-            )
-            continue
-        raw_ts = item.get("ts")
-        if type(raw_ts) is int:
-            ts = raw_ts * 1000
+        try:
+            spec = sensors[item["sensor"]]
+            value = item["value"]
+            raw_ts = item["ts"]
+            tv = type(value)
+            if (
+                (tv is float or tv is int)
+                and type(raw_ts) is int
+                and lo_ts <= (ts := raw_ts * 1000) <= hi_ts
+                and item["unit"] == spec.unit
+                and spec.min_value <= value <= spec.max_value
+            ):
+                q = item.get("quality")
+                quality = 0 if q is None or q == "good" else _QUALITY_BY_NAME.get(q, -1)
+                if quality >= 0:
+                    keys.append(spec.key)
+                    tss.append(ts)
+                    values.append(float(value))
+                    quals.append(quality)
+                    continue
+        except (KeyError, TypeError):
+            pass
+        checked = _check_reading(i, item, sensors, w)
+        if isinstance(checked, ReadingError):
+            errors.append(checked)
         else:
-            try:
-                ts = parse_ts(raw_ts)
-            except ValueError as exc:
-                errors.append(ReadingError(i, Reason.BAD_TIMESTAMP, f"{sensor_id!r}: {exc}"))
-                continue
-        if ts < min_ts_us:
-            errors.append(
-                ReadingError(
-                    i,
-                    Reason.STALE_TIMESTAMP,
-                    f"{sensor_id!r}: timestamp {format_ts(ts)} is before 2000-01-01 or older "
-                    f"than {limits.max_age_s / 86_400:g} days",
-                )
-            )
-            continue
-        if ts > max_ts_us:
-            errors.append(
-                ReadingError(
-                    i,
-                    Reason.FUTURE_TIMESTAMP,
-                    f"{sensor_id!r}: timestamp {format_ts(ts)} is more than "
-                    f"{limits.max_future_skew_s:g} s ahead of the service clock",
-                )
-            )
-            continue
-        q = item.get("quality", "good")
-        quality = _QUALITY_BY_NAME.get(q) if isinstance(q, str) else None
-        if quality is None:
-            errors.append(
-                ReadingError(i, Reason.BAD_QUALITY, f"quality {q!r} is not good|uncertain|bad")
-            )
-            continue
-        if (spec.key, ts) in seen:
-            errors.append(
-                ReadingError(
-                    i,
-                    Reason.DUPLICATE_READING,
-                    f"{sensor_id!r} at {format_ts(ts)} appears earlier in the same message",
-                )
-            )
-            continue
-        seen.add((spec.key, ts))
-        keys.append(spec.key)
-        tss.append(ts)
-        values.append(value)
-        quals.append(quality)
-    return out
+            keys.append(checked[0])
+            tss.append(checked[1])
+            values.append(checked[2])
+            quals.append(checked[3])
+    return len(keys) < 2 or len(set(zip(keys, tss, strict=True))) == len(keys)
+
+
+def _check_reading(
+    i: int, item: Any, sensors: Mapping[str, SensorSpec], w: _Window
+) -> tuple[int, int, float, int] | ReadingError:
+    """One reading, checked rule by rule: its (key, ts_us, value, quality), or why not."""
+    if not isinstance(item, dict):
+        return ReadingError(i, Reason.BAD_SCHEMA, "reading must be a JSON object")
+    sensor_id = item.get("sensor")
+    spec = sensors.get(sensor_id) if isinstance(sensor_id, str) else None
+    if spec is None:
+        return ReadingError(
+            i,
+            Reason.UNKNOWN_SENSOR,
+            f"sensor {sensor_id!r} is not registered on gateway {w.gateway!r}",
+        )
+    unit = item.get("unit")
+    if unit != spec.unit:
+        return ReadingError(
+            i,
+            Reason.WRONG_UNIT,
+            f"sensor {sensor_id!r} reports in {spec.unit!r}, reading has unit {unit!r}",
+        )
+    raw = item.get("value")
+    if type(raw) is not float and type(raw) is not int:
+        return ReadingError(i, Reason.BAD_VALUE, f"value {raw!r} of {sensor_id!r} is not a number")
+    # Compared before float(): an integer too large for a float is out of range, not a crash.
+    if not spec.min_value <= raw <= spec.max_value:
+        return ReadingError(
+            i,
+            Reason.OUT_OF_RANGE,
+            f"value {raw} of {sensor_id!r} is outside its physical range "
+            f"[{spec.min_value}, {spec.max_value}] {spec.unit}",
+        )
+    value = float(raw)
+    if not math.isfinite(value):
+        return ReadingError(i, Reason.BAD_VALUE, f"value of {sensor_id!r} is not finite")
+    raw_ts = item.get("ts")
+    try:
+        ts = parse_ts(raw_ts)
+    except ValueError as exc:
+        return ReadingError(i, Reason.BAD_TIMESTAMP, f"{sensor_id!r}: {exc}")
+    if ts < w.min_ts_us:
+        return ReadingError(
+            i,
+            Reason.STALE_TIMESTAMP,
+            f"{sensor_id!r}: timestamp {format_ts(ts)} is before 2000-01-01 or older "
+            f"than {w.limits.max_age_s / 86_400:g} days",
+        )
+    if ts > w.max_ts_us:
+        return ReadingError(
+            i,
+            Reason.FUTURE_TIMESTAMP,
+            f"{sensor_id!r}: timestamp {format_ts(ts)} is more than "
+            f"{w.limits.max_future_skew_s:g} s ahead of the service clock",
+        )
+    q = item.get("quality", "good")
+    quality = _QUALITY_BY_NAME.get(q) if isinstance(q, str) else None
+    if quality is None:
+        return ReadingError(i, Reason.BAD_QUALITY, f"quality {q!r} is not good|uncertain|bad")
+    return spec.key, ts, value, int(quality)
 
 
 def encode_readings(gateway: str, seq: int, readings: list[dict[str, Any]]) -> bytes:

@@ -265,3 +265,48 @@ def test_same_sensor_and_time_twice_in_one_message_keeps_the_first() -> None:
     out = decode(msg(r(value=1.0), r(value=2.0)))
     assert out.values == [1.0]
     assert [(e.index, e.reason) for e in out.errors] == [(1, Reason.DUPLICATE_READING)]
+
+
+reading_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, min_value=-1e6, max_value=1e6),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+    st.text(max_size=3),
+    st.none(),
+)
+reading_times = st.one_of(
+    st.integers(min_value=0, max_value=2 * NOW_US // 1000),
+    st.sampled_from(["2026-11-28T07:00:00Z", "2026-11-28T07:00:00", "junk", "2026-02-30T00:00Z"]),
+    st.none(),
+)
+readings = st.lists(
+    st.one_of(
+        st.fixed_dictionaries(
+            {
+                "sensor": st.sampled_from(["t1", "p1", "zz"]),
+                "ts": reading_times,
+                "value": reading_values,
+                "unit": st.sampled_from(["°C", "Pa", "K"]),
+            },
+            optional={"quality": st.sampled_from(["good", "bad", "uncertain", "meh", 3])},
+        ),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    ),
+    max_size=20,
+)
+
+
+@given(readings)
+def test_fast_path_decides_exactly_like_the_rule_by_rule_path(items: list[Any]) -> None:
+    """For any mix of good and bad readings, the fast decoder keeps and refuses exactly what
+    the careful one does, for the same reasons."""
+    payload = orjson.dumps({"gateway": "gw1", "seq": 1, "readings": items})
+    fast = decode_readings(TOPIC, payload, index=INDEX, now_us=NOW_US, limits=LIMITS)
+    slow = decode_readings(TOPIC, payload, index=INDEX, now_us=NOW_US, limits=LIMITS, fast=False)
+    assert (fast.sensor_keys, fast.ts_us, fast.values, fast.qualities) == (
+        slow.sensor_keys,
+        slow.ts_us,
+        slow.values,
+        slow.qualities,
+    )
+    assert [(e.index, e.reason) for e in fast.errors] == [(e.index, e.reason) for e in slow.errors]
