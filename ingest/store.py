@@ -251,6 +251,12 @@ class ReadingStore:
 
     async def commit_batch(self, batch: Batch) -> int:
         """Write a batch in one transaction; return the number of new reading rows."""
+        # Encoded before the transaction opens, so it is not held open while numpy works.
+        data = (
+            copy_rows(batch.sensor_keys, batch.ts_us, batch.values, batch.qualities)
+            if batch.rows
+            else b""
+        )
         async with self._guard():
             conn = await self._connection()
             async with conn.transaction():
@@ -261,12 +267,8 @@ class ReadingStore:
                             "COPY readings_staging (sensor_key, ts, value, quality)"
                             " FROM STDIN (FORMAT BINARY)"
                         ) as copy:
-                            await copy.write(
-                                copy_rows(
-                                    batch.sensor_keys, batch.ts_us, batch.values, batch.qualities
-                                )
-                            )
-                        inserted = await _move_staged(conn, cur)
+                            await copy.write(data)
+                        inserted = await _move_staged(cur)
                 if batch.rejects:
                     async with conn.cursor() as cur:
                         await cur.executemany(
@@ -364,10 +366,14 @@ _INSERT_FAST = (
     "INSERT INTO readings (sensor_key, ts, value, quality)"
     " SELECT sensor_key, ts, value, quality FROM readings_staging"
 )
-_INSERT_IDEMPOTENT = _INSERT_FAST + " ON CONFLICT DO NOTHING"
+# One round trip each: statements without parameters go as one simple query.
+_MOVE_FAST = f"SAVEPOINT fast; {_INSERT_FAST}; RELEASE SAVEPOINT fast"
+_MOVE_IDEMPOTENT = (
+    f"ROLLBACK TO SAVEPOINT fast; RELEASE SAVEPOINT fast; {_INSERT_FAST} ON CONFLICT DO NOTHING"
+)
 
 
-async def _move_staged(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCursor[Any]) -> int:
+async def _move_staged(cur: psycopg.AsyncCursor[Any]) -> int:
     """Move the staged rows into `readings`; return how many were new.
 
     `ON CONFLICT DO NOTHING` makes every row a speculative insertion, which halves what
@@ -378,12 +384,19 @@ async def _move_staged(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncCur
     (sensor, ts) pair is stored once.
     """
     try:
-        async with conn.transaction():
-            await cur.execute(_INSERT_FAST)
-            return max(cur.rowcount, 0)
+        await cur.execute(_MOVE_FAST)
     except psycopg.errors.UniqueViolation:
-        await cur.execute(_INSERT_IDEMPOTENT)
-        return max(cur.rowcount, 0)
+        await cur.execute(_MOVE_IDEMPOTENT)
+    return _inserted(cur)
+
+
+def _inserted(cur: psycopg.AsyncCursor[Any]) -> int:
+    """Rows inserted by the INSERT among the results of a multi-statement query."""
+    while True:
+        if (cur.statusmessage or "").startswith("INSERT"):
+            return max(cur.rowcount, 0)
+        if not cur.nextset():
+            raise StoreError("the INSERT of staged readings returned no result")
 
 
 def _dumps(obj: object) -> str:
