@@ -1,15 +1,13 @@
 """The simulator against the real Mosquitto: exact delivery, and spool backfill after an outage.
 
-The broker is named by TUNGKU_MQTT_HOST / TUNGKU_MQTT_PORT (default 127.0.0.1:1883). Each test
-uses its own site id, so its topics and client ids are its own.
+Each test gets a Mosquitto of its own, started from the project's configuration on a free port
+(tests/fix_broker.py), and its own site id.
 """
 
 from __future__ import annotations
 
 import collections
 import csv
-import os
-import socket
 import threading
 import time
 import uuid
@@ -23,28 +21,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from simulator.fleet import Fleet, load_fleet
 from simulator.publisher import Mode, PublishConfig, publish_fleet
+from tests.fix_broker import Broker, free_port
 
-HOST = os.environ.get("TUNGKU_MQTT_HOST", "127.0.0.1")
-PORT = int(os.environ.get("TUNGKU_MQTT_PORT", "1883"))
+HOST = "127.0.0.1"
 
 Row = tuple[str, str, int, float]
-
-
-def _broker_up() -> bool:
-    try:
-        with socket.create_connection((HOST, PORT), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _require_broker() -> None:
-    if not _broker_up():
-        message = f"no MQTT broker at {HOST}:{PORT}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 def _fleet(tmp_path: Path) -> Fleet:
@@ -122,10 +103,10 @@ def fleet(tmp_path: Path) -> Fleet:
 
 
 @pytest.fixture
-def subscriber(fleet: Fleet) -> Iterator[Subscriber]:
+def subscriber(fleet: Fleet, broker: Broker) -> Iterator[Subscriber]:
     site = fleet.site_specs[0].id
     sub = Subscriber(site)
-    sub.client.connect(HOST, PORT)
+    sub.client.connect(HOST, broker.port)
     sub.client.loop_start()
     assert sub.ready.wait(5.0), "subscription not acknowledged"
     yield sub
@@ -142,16 +123,10 @@ def _record(path: Path) -> list[Row]:
         ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config(tmp_path: Path, fleet: Fleet, **overrides: object) -> PublishConfig:
+def _config(tmp_path: Path, fleet: Fleet, port: int, **overrides: object) -> PublishConfig:
     values: dict[str, object] = {
         "host": HOST,
-        "port": PORT,
+        "port": port,
         "mode": Mode.COUNT,
         "count": 5000,
         "seed": fleet.seed,
@@ -167,11 +142,11 @@ def _config(tmp_path: Path, fleet: Fleet, **overrides: object) -> PublishConfig:
 
 
 def test_count_run_delivers_exactly_the_recorded_readings(
-    tmp_path: Path, fleet: Fleet, subscriber: Subscriber
+    tmp_path: Path, fleet: Fleet, subscriber: Subscriber, broker: Broker
 ) -> None:
     """A count run of 5,000 readings delivers exactly those readings, as recorded, in order."""
     before_ms = time.time_ns() // 1_000_000
-    report = publish_fleet(fleet, _config(tmp_path, fleet))
+    report = publish_fleet(fleet, _config(tmp_path, fleet, broker.port))
     subscriber.wait_for(5000)
 
     assert report.all_acked
@@ -189,13 +164,13 @@ def test_count_run_delivers_exactly_the_recorded_readings(
 
 
 def test_readings_spooled_during_an_outage_are_backfilled_at_the_next_start(
-    tmp_path: Path, fleet: Fleet, subscriber: Subscriber
+    tmp_path: Path, fleet: Fleet, subscriber: Subscriber, broker: Broker
 ) -> None:
     """Readings published while the broker is unreachable are kept and sent, in order, later."""
     down = _config(
         tmp_path,
         fleet,
-        port=_free_port(),
+        free_port(),
         count=1000,
         record_path=tmp_path / "down.csv",
         connect_timeout_s=0.5,
@@ -206,7 +181,9 @@ def test_readings_spooled_during_an_outage_are_backfilled_at_the_next_start(
     assert first.left_in_spool_readings == 1000
     assert subscriber.count() == 0
 
-    up = _config(tmp_path, fleet, count=500, record_path=tmp_path / "up.csv", start_ms=None)
+    up = _config(
+        tmp_path, fleet, broker.port, count=500, record_path=tmp_path / "up.csv", start_ms=None
+    )
     second = publish_fleet(fleet, up)
     subscriber.wait_for(1500)
 
