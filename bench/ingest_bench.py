@@ -4,8 +4,9 @@ Measures, on this machine, with a Mosquitto of the project's configuration and t
 TimescaleDB:
 
   (a) sustained readings/s through broker -> ingest service -> committed rows, 100-reading
-      QoS 1 messages, idempotent writes. Two ways: "drain" (the broker already holds the
-      messages for the service's persistent session; ingest alone is timed) and "live"
+      QoS 1 messages, idempotent writes. Three ways: "drain" (the broker already holds the
+      messages for the service's persistent session; ingest alone is timed), "split" (the
+      same with the plant as two sites and one ingest process per site) and "live"
       (the publisher runs at full speed at the same time, sharing the 2 cores);
   (b) publish -> commit latency p50/p99 at a paced rate (default 20k readings/s): each
       reading's ts is its publish time, each row's commit time is PostgreSQL's
@@ -83,7 +84,7 @@ def make_messages(
                         ],
                     }
                 )
-                out.append((readings_topic(SITE, g.id), payload))
+                out.append((readings_topic(site.id, g.id), payload))
                 made += len(chunk)
                 if made >= readings:
                     return out
@@ -129,11 +130,12 @@ def wait_rows(url: str, schema: str, n: int, timeout_s: float) -> float:
 
 
 @contextlib.contextmanager
-def fresh_schema(url: str, site: Site) -> Iterator[str]:
+def fresh_schema(url: str, *sites: Site) -> Iterator[str]:
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(url, autocommit=True) as conn:
         migrate(conn, schema)
-        load_site(conn, schema, site)
+        for site in sites:
+            load_site(conn, schema, site)
     try:
         yield schema
     finally:
@@ -141,15 +143,61 @@ def fresh_schema(url: str, site: Site) -> Iterator[str]:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
-def ingest(url: str, schema: str, port: int, log_dir: Path) -> IngestProcess:
+def ingest(
+    url: str, schema: str, port: int, log_dir: Path, site: str = SITE, **settings: object
+) -> IngestProcess:
     return IngestProcess(
         database_url=url,
         schema=schema,
         mqtt_port=port,
-        sites=[SITE],
+        sites=[site],
         log_dir=log_dir,
         log_level="warning",
+        **settings,
     )
+
+
+def bench_drain_split(
+    url: str, broker: Broker, site: Site, n: int, per_msg: int, log_dir: Path
+) -> dict[str, Any]:
+    """(a) with the plant split in two sites, one ingest process per site, each with its own
+    client id and persistent session: the deployment that scales past one Python process."""
+    half = len(site.gateways) // 2
+    sites = [
+        Site(id=f"{SITE}-a", name="bench a", gateways=site.gateways[:half]),
+        Site(id=f"{SITE}-b", name="bench b", gateways=site.gateways[half:]),
+    ]
+    start_ms = int(time.time() * 1000) - 3 * 3600_000
+    parts = [make_messages(s, n // 2, per_msg, start_ms) for s in sites]
+    messages = [m for pair in zip(*parts, strict=False) for m in pair]
+    messages += parts[0][len(parts[1]) :] + parts[1][len(parts[0]) :]
+    with fresh_schema(url, *sites) as schema:
+        procs = [
+            ingest(
+                url,
+                schema,
+                broker.port,
+                log_dir,
+                site=s.id,
+                mqtt_client_id=f"tungku-ingest-{schema}-{s.id}",
+            )
+            for s in sites
+        ]
+        for proc in procs:
+            prime_session(proc)
+        c = publisher(broker.port, "bench-pub-split")
+        publish_all(c, messages)
+        c.disconnect()
+        c.loop_stop()
+        for proc in procs:
+            proc.start()
+        t_conn = time.perf_counter()
+        total = sum(len(p) for p in parts) and (n // 2) * 2
+        t_done = wait_rows(url, schema, total, 600)
+        for proc in procs:
+            proc.stop()
+        got = count(url, schema)
+    return {"readings": total, "rows": got, "readings_per_s": total / (t_done - t_conn)}
 
 
 def prime_session(proc: IngestProcess) -> None:
@@ -401,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench/results/ingest.json")
     p.add_argument(
         "--only",
-        choices=["naive", "drain", "live", "latency"],
+        choices=["naive", "drain", "split", "live", "latency"],
         action="append",
         help="run only these parts (repeatable); no table then, just the JSON",
     )
@@ -452,6 +500,16 @@ def main(argv: list[str] | None = None) -> int:
                 ),
             ),
             (
+                "split",
+                lambda: repeated(
+                    args.repeat,
+                    args.database_url,
+                    lambda: bench_drain_split(
+                        args.database_url, broker, site, args.readings, args.per_message, log_dir
+                    ),
+                ),
+            ),
+            (
                 "live",
                 lambda: repeated(
                     args.repeat,
@@ -476,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     naive = results["naive"]["readings_per_s"]
     results["ratio_drain_to_naive"] = results["drain"]["readings_per_s"] / naive
+    results["ratio_split_to_naive"] = results["split"]["readings_per_s"] / naive
     results["ratio_live_to_naive"] = results["live"]["readings_per_s"] / naive
     lat = results["latency"]
     rows = [
@@ -487,6 +546,16 @@ def main(argv: list[str] | None = None) -> int:
         (
             "    runs",
             " / ".join(f"{r / 1000:.0f}k" for r in results["drain"]["runs_readings_per_s"]),
+            "",
+        ),
+        (
+            "(a) sustained, drain, 2 processes split by site, median",
+            f"{results['split']['readings_per_s']:,.0f} readings/s",
+            ">= 100,000",
+        ),
+        (
+            "    runs",
+            " / ".join(f"{r / 1000:.0f}k" for r in results["split"]["runs_readings_per_s"]),
             "",
         ),
         (
@@ -512,13 +581,14 @@ def main(argv: list[str] | None = None) -> int:
         ("(b) latency p99", f"{lat['p99_ms']:.1f} ms", "<= 150 ms"),
         ("(c) naive bridge (INSERT per reading)", f"{naive:,.0f} readings/s", ""),
         ("ratio (a drain) / (c)", f"{results['ratio_drain_to_naive']:.1f}x", ">= 30x"),
+        ("ratio (a split) / (c)", f"{results['ratio_split_to_naive']:.1f}x", ">= 30x"),
         ("ratio (a live) / (c)", f"{results['ratio_live_to_naive']:.1f}x", ">= 30x"),
         (
             "rows == readings published (a, b, c)",
             str(
                 all(
                     results[k]["rows"] == results[k]["readings"]
-                    for k in ("drain", "live", "latency", "naive")
+                    for k in ("drain", "split", "live", "latency", "naive")
                 )
             ),
             "True",

@@ -301,3 +301,39 @@ def test_sigterm_while_the_database_is_down_exits_and_loses_nothing(
         pg_ctl("start")
     svc.start()
     assert_exactly_once(tmp_path, database_url, db_schema, svc)
+
+
+def test_one_process_per_site_scales_out_and_still_stores_each_reading_once(
+    fleet: Fleet,
+    broker: Broker,
+    tmp_path: Path,
+    database_url: str,
+    db_schema: str,
+    ingest_factory: Callable[..., IngestProcess],
+) -> None:
+    """Two ingest processes, each subscribed to one site under its own client id, together
+    store exactly the fleet's readings, even when one is killed mid-stream and restarted."""
+    procs = [
+        ingest_factory(
+            mqtt_port=broker.port, sites=[site], mqtt_client_id=f"tungku-ingest-{db_schema}-{site}"
+        )
+        for site in fleet.sites
+    ]
+    for proc in procs:
+        proc.start()
+    sim = simulate(fleet, broker, tmp_path, "--speed", "40", "--duration-s", "300")
+    wait_for(lambda: row_count(database_url, db_schema) > 5000, 60, "ingest under way")
+    procs[0].kill()
+    time.sleep(1.0)
+    procs[0].start()
+    finish(sim)
+    n, digest = recorded(tmp_path)
+    wait_for(lambda: row_count(database_url, db_schema) >= n, 120, f"{n} readings stored")
+    for proc in procs:
+        wait_for(
+            lambda p=proc: (p.metrics() or {}).get("tungku_unacked_messages") == 0,
+            30,
+            "every message acknowledged",
+        )
+    time.sleep(1.0)
+    assert stored(database_url, db_schema) == (n, digest)
