@@ -79,7 +79,6 @@ class Batch:
     rejects: list[RejectRecord] = field(default_factory=list)
     statuses: list[StatusRecord] = field(default_factory=list)
     gateways: dict[tuple[str, str], GatewaySeen] = field(default_factory=dict)
-    oldest_received_us: int | None = None
     rejected_readings: dict[str, int] = field(default_factory=dict)
     rejected_messages: dict[str, int] = field(default_factory=dict)
     #: The messages as received, kept until commit so a batch the database refuses can be
@@ -160,8 +159,6 @@ class Batch:
         self.refs.append(ref)
         self.raw.append((ref, topic, payload, received_at_us))
         self.payload_bytes += len(payload)
-        if self.oldest_received_us is None:
-            self.oldest_received_us = received_at_us
 
     def _add_reject(self, reject: RejectRecord) -> None:
         self.rejected_messages[reject.reason] = self.rejected_messages.get(reject.reason, 0) + 1

@@ -31,6 +31,8 @@ class IngestMetrics:
     ingest_lag_seconds: Histogram
     event_lag_seconds: Gauge
     unacked_messages: Gauge
+    inbox_messages: Gauge
+    inbox_stalls: Gauge
     gateways_online: Gauge
     mqtt_connected: Gauge
     db_errors: Counter
@@ -95,6 +97,14 @@ def create_metrics() -> IngestMetrics:
         ),
         unacked_messages=Gauge(
             "tungku_unacked_messages", "Messages received and not yet acknowledged", registry=r
+        ),
+        inbox_messages=Gauge(
+            "tungku_inbox_messages", "Received messages waiting to be decoded", registry=r
+        ),
+        inbox_stalls=Gauge(
+            "tungku_inbox_stalls",
+            "Times the inbox was full and the MQTT thread stopped reading (back-pressure)",
+            registry=r,
         ),
         gateways_online=Gauge(
             "tungku_gateways_online", "Gateways whose last status is online", registry=r

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,8 +231,3 @@ def site_to_dict(site: Site) -> dict[str, Any]:
 def dump_site(site: Site) -> str:
     """Write a site as site-file TOML; parse_site(dump_site(s)) == s."""
     return tomli_w.dumps(site_to_dict(site))
-
-
-def merge_sites(sites: Iterable[Site]) -> dict[str, Site]:
-    """Index sites by id; a later site with the same id replaces the earlier one."""
-    return {s.id: s for s in sites}

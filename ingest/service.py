@@ -121,7 +121,7 @@ class IngestService:
                 side = [
                     tg.create_task(self._registry_loop(aux, stop), name="registry"),
                     tg.create_task(self._retention_loop(aux, stop), name="retention"),
-                    tg.create_task(self._housekeep_loop(aux, stop), name="housekeep"),
+                    tg.create_task(self._housekeep_loop(aux, inbound, stop), name="housekeep"),
                 ]
                 await stop.wait()
                 # Commit and acknowledge what was received, within a grace period. When the
@@ -358,7 +358,9 @@ class IngestService:
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self._s.retention_check_interval_s)
 
-    async def _housekeep_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
+    async def _housekeep_loop(
+        self, store: ReadingStore, inbound: Inbox[Inbound], stop: asyncio.Event
+    ) -> None:
         last_log = time.monotonic()
         while not stop.is_set():
             with suppress(TimeoutError):
@@ -371,6 +373,8 @@ class IngestService:
                 self._merge_back(seen)
                 log.warning("gateway state not recorded, will retry", error=str(exc))
             self._m.unacked_messages.set(self._unacked)
+            self._m.inbox_messages.set(len(inbound))
+            self._m.inbox_stalls.set(inbound.blocked_puts)
             self._write_textfile()
             if time.monotonic() - last_log >= 10:
                 last_log = time.monotonic()
