@@ -57,9 +57,19 @@ class GatewayReadings:
     sensor_ids: list[str]
     units: list[str]
     values: list[float]
+    qualities: list[str] | None = None  # per reading good|uncertain|bad; None = all good
 
     def __len__(self) -> int:
         return len(self.values)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A gateway announcing itself offline or online at a tick (published on its status topic)."""
+
+    site: str
+    gateway: str
+    online: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +238,17 @@ class Plant:
         """Every (site, gateway) pair, in the order readings are returned."""
         return [(s.site, s.gateway) for s in self._slots]
 
+    def sensors(self) -> list[tuple[str, str, str]]:
+        """Every (site, gateway, sensor id), in the order of the arrays `values` returns."""
+        return [
+            (s.site, s.gateway, self._ids[i]) for s in self._slots for i in range(s.start, s.stop)
+        ]
+
+    @property
+    def limits(self) -> tuple[FloatArray, FloatArray]:
+        """Each sensor's physical range (low, high), in the order of `values` (copies)."""
+        return self._lo.copy(), self._hi.copy()
+
     def readings_due(self, k: int) -> int:
         """How many readings are due at tick k (pure: no state is used or changed)."""
         return int(np.count_nonzero(k % self._period == 0))
@@ -305,7 +326,14 @@ class Plant:
 
     def readings(self, k: int) -> list[GatewayReadings]:
         """The readings due at tick k, per gateway with at least one due (see `values`)."""
-        v = self.values(k)
+        return self.pack(k, self.values(k))
+
+    def pack(self, k: int, v: FloatArray) -> list[GatewayReadings]:
+        """Group the values `v` (one per sensor) into the readings due at tick k, per gateway.
+
+        Pure: the plant does not move. A layer over the plant (`simulator.scenario`) uses it
+        to publish values it has changed.
+        """
         return [
             GatewayReadings(
                 site=d.slot.site,
@@ -316,3 +344,7 @@ class Plant:
             )
             for d in self._due(k)
         ]
+
+    def status_changes(self, k: int) -> list[StatusChange]:
+        """Gateways going offline or online at tick k: never, in normal operation."""
+        return []

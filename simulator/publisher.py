@@ -2,7 +2,9 @@
 
 Owns the MQTT side of a simulated gateway under wire contract v1 (`ingest.contract`): a stable
 client id `tungku-sim-<site>-<gateway>`, MQTT 5 with a persistent session, a retained QoS 1
-status with the offline status as last will, QoS 1 readings with a per-gateway `seq`; the
+status with the offline status as last will (stamped in plant time, like the readings, so an
+accelerated run's statuses and readings share one clock; a scenario's `status_changes` add
+offline/online announcements mid-run), QoS 1 readings with a per-gateway `seq`; the
 pacing of plant time (real time, accelerated, or as fast as possible for an exact count); the
 packing of readings into messages; store-and-forward through each gateway's `Spool` while the
 broker is unreachable; and the run report.
@@ -31,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import IO, Any, Final, Protocol
 
 from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessageInfo
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -41,11 +43,31 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.contract import encode_readings, encode_status, readings_topic, status_topic
 from simulator.fleet import Fleet
-from simulator.plant import GatewayReadings, Plant
+from simulator.plant import GatewayReadings, Plant, StatusChange
 from simulator.spool import Spool, SpooledMessage
 
 CLIENT_ID_PREFIX: Final = "tungku-sim"
 SPOOL_READ_BATCH: Final = 500
+
+
+class ReadingSource(Protocol):
+    """What the publisher plays: the plain `Plant`, or a `simulator.scenario.ScenarioPlant`."""
+
+    def gateways(self) -> list[tuple[str, str]]:
+        """Every (site, gateway) pair that publishes."""
+        ...
+
+    def readings(self, k: int) -> list[GatewayReadings]:
+        """The readings due at tick k, per gateway."""
+        ...
+
+    def status_changes(self, k: int) -> list[StatusChange]:
+        """Gateways announcing themselves offline or online at tick k."""
+        ...
+
+    def ticks_for(self, count: int) -> int:
+        """Ticks from tick 0 needed for at least `count` readings."""
+        ...
 
 
 class Mode(StrEnum):
@@ -131,6 +153,7 @@ class RunReport:
     readings_acked: int = 0  # PUBACK with a success reason code
     readings_refused: int = 0  # PUBACK with a failure reason code
     messages: int = 0  # messages built this run
+    status_messages: int = 0  # offline/online announcements a scenario asked for
     spooled_messages: int = 0
     spooled_readings: int = 0
     backfilled_messages: int = 0
@@ -182,7 +205,14 @@ class _Link:
     """One gateway: its MQTT client, spool and unacknowledged messages."""
 
     def __init__(
-        self, *, site: str, gateway: str, config: PublishConfig, spool: Spool, wake: threading.Event
+        self,
+        *,
+        site: str,
+        gateway: str,
+        config: PublishConfig,
+        spool: Spool,
+        wake: threading.Event,
+        clock_ms: Callable[[], int],
     ) -> None:
         self.site = site
         self.gateway = gateway
@@ -191,6 +221,7 @@ class _Link:
         self.spool = spool
         self.config = config
         self.wake = wake
+        self.clock_ms = clock_ms  # plant time, so status and readings share one clock
         self.connected = False
         self.last_error = ""
         self.acks: collections.deque[tuple[int, bool]] = collections.deque()
@@ -227,7 +258,7 @@ class _Link:
             self.connected = False
         else:
             self.connected = True
-            client.publish(self.status, encode_status(True, wall_ms()), qos=1, retain=True)
+            client.publish(self.status, encode_status(True, self.clock_ms()), qos=1, retain=True)
         self.wake.set()
 
     def _on_disconnect(
@@ -294,8 +325,10 @@ class Publisher:
         *,
         stop: threading.Event | None = None,
         log: Callable[[str], object] | None = None,
+        source: ReadingSource | None = None,
     ) -> None:
         self.fleet = fleet
+        self.source = source
         self.config = config
         self.stop = stop or threading.Event()
         self.log = log or sys.stderr.write
@@ -305,13 +338,14 @@ class Publisher:
         self._record: IO[str] | None = None
         self._last_progress = 0.0
         self._t0 = 0.0
+        self._plant_ms = wall_ms()  # plant time of the tick being generated
 
     # -- the run --------------------------------------------------------------------------
 
     def run(self) -> RunReport:
         """Publish until the count, the duration or `stop`; then drain, disconnect, report."""
         cfg = self.config
-        plant = Plant(self.fleet, cfg.seed)
+        plant: ReadingSource = self.source or Plant(self.fleet, cfg.seed)
         now_ms = wall_ms() // 1000 * 1000
         if cfg.mode is Mode.COUNT:
             ticks: int | None = plant.ticks_for(cfg.count or 0)
@@ -321,6 +355,7 @@ class Publisher:
             lag_s = int((ticks or 0) * max(0.0, 1.0 - 1.0 / cfg.speed))
         start_ms = cfg.start_ms if cfg.start_ms is not None else now_ms - lag_s * 1000
         self.report.start_ms = start_ms
+        self._plant_ms = start_ms
         self._t0 = time.monotonic()
         self._last_progress = self._t0
         try:
@@ -333,11 +368,18 @@ class Publisher:
             self.report.elapsed_s = time.monotonic() - self._t0
         return self.report
 
-    def _open(self, plant: Plant) -> None:
+    def _open(self, plant: ReadingSource) -> None:
         cfg = self.config
         for site, gateway in plant.gateways():
             spool = Spool(cfg.spool_dir / f"{site}.{gateway}.sqlite3")
-            link = _Link(site=site, gateway=gateway, config=cfg, spool=spool, wake=self._wake)
+            link = _Link(
+                site=site,
+                gateway=gateway,
+                config=cfg,
+                spool=spool,
+                wake=self._wake,
+                clock_ms=self._clock_ms,
+            )
             self._links[(site, gateway)] = link
         if cfg.record_path is not None:
             cfg.record_path.parent.mkdir(parents=True, exist_ok=True)
@@ -363,7 +405,10 @@ class Publisher:
             self._wake.wait(0.05)
             self._wake.clear()
 
-    def _generate(self, plant: Plant, ticks: int | None, start_ms: int) -> None:
+    def _clock_ms(self) -> int:
+        return self._plant_ms
+
+    def _generate(self, plant: ReadingSource, ticks: int | None, start_ms: int) -> None:
         cfg = self.config
         remaining = cfg.count if cfg.mode is Mode.COUNT else None
         interval = cfg.tick_interval_s
@@ -374,6 +419,10 @@ class Publisher:
                 if self.stop.is_set():
                     break
             ts_ms = start_ms + k * 1000
+            self._plant_ms = ts_ms
+            # Status first: an offline gateway sends nothing at its tick, an online one resumes.
+            for change in plant.status_changes(k):
+                self._announce(change, ts_ms)
             for due in plant.readings(k):
                 gr = due
                 if remaining is not None:
@@ -386,6 +435,7 @@ class Publisher:
                             gr.sensor_ids[:remaining],
                             gr.units[:remaining],
                             gr.values[:remaining],
+                            None if gr.qualities is None else gr.qualities[:remaining],
                         )
                     remaining -= len(gr)
                 self._add(gr, ts_ms)
@@ -409,10 +459,18 @@ class Publisher:
     def _add(self, gr: GatewayReadings, ts_ms: int) -> None:
         link = self._links[(gr.site, gr.gateway)]
         buf = link.buffer
-        buf.extend(
-            {"sensor": s, "ts": ts_ms, "value": v, "unit": u}
-            for s, u, v in zip(gr.sensor_ids, gr.units, gr.values, strict=True)
-        )
+        if gr.qualities is None:
+            buf.extend(
+                {"sensor": s, "ts": ts_ms, "value": v, "unit": u}
+                for s, u, v in zip(gr.sensor_ids, gr.units, gr.values, strict=True)
+            )
+        else:
+            buf.extend(
+                {"sensor": s, "ts": ts_ms, "value": v, "unit": u}
+                if q == "good"
+                else {"sensor": s, "ts": ts_ms, "value": v, "unit": u, "quality": q}
+                for s, u, v, q in zip(gr.sensor_ids, gr.units, gr.values, gr.qualities, strict=True)
+            )
         self.report.readings_generated += len(gr)
         if self._record is not None:
             site = gr.site
@@ -423,6 +481,18 @@ class Publisher:
         while len(link.buffer) >= per:
             chunk, link.buffer = link.buffer[:per], link.buffer[per:]
             self._emit(link, chunk)
+
+    def _announce(self, change: StatusChange, ts_ms: int) -> None:
+        """Publish a gateway's offline/online status at plant time, after its readings so far."""
+        link = self._links[(change.site, change.gateway)]
+        if link.buffer:
+            chunk, link.buffer = link.buffer, []
+            self._emit(link, chunk)
+        if link.connected:  # a gateway cut off from the broker cannot announce anything
+            link.client.publish(
+                link.status, encode_status(change.online, ts_ms), qos=1, retain=True
+            )
+            self.report.status_messages += 1
 
     def _flush_all(self) -> None:
         for link in self._links.values():
@@ -518,7 +588,9 @@ class Publisher:
     def _close(self) -> None:
         # A clean disconnect does not fire the will: say offline explicitly first.
         infos = [
-            link.client.publish(link.status, encode_status(False, wall_ms()), qos=1, retain=True)
+            link.client.publish(
+                link.status, encode_status(False, self._plant_ms), qos=1, retain=True
+            )
             for link in self._links.values()
             if link.connected
         ]
@@ -575,7 +647,15 @@ class Publisher:
 
 
 def publish_fleet(
-    fleet: Fleet, config: PublishConfig, *, stop: threading.Event | None = None
+    fleet: Fleet,
+    config: PublishConfig,
+    *,
+    stop: threading.Event | None = None,
+    source: ReadingSource | None = None,
 ) -> RunReport:
-    """Run the fleet against the broker of `config`; see `Publisher`."""
-    return Publisher(fleet, config, stop=stop).run()
+    """Run the fleet against the broker of `config`; see `Publisher`.
+
+    `source` replaces the fleet's plain plant model (e.g. a scenario layered over it); its
+    gateways must be the fleet's.
+    """
+    return Publisher(fleet, config, stop=stop, source=source).run()
