@@ -71,9 +71,17 @@ of a cooling circuit, °C) and "cw_imbalance" (supply - return flow over supply 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import difflib
+import hashlib
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
+from pathlib import Path
+from typing import Any, Final
 
 
 class PackError(ValueError):
@@ -214,3 +222,583 @@ class Pack:
             if r.id == rule_id:
                 return r
         return None
+
+
+# --- parsing and validation -------------------------------------------------------------------
+
+RULE_ID_RE: Final = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+#: A level's `source` must carry one of these: a published source or an assumption tag.
+SOURCE_TAGS: Final = ("[S", "[A")
+DEFAULT_PACK_FILE: Final = "smelter-default.toml"
+
+_TOP_KEYS: Final = ("pack", "plant", "rule")
+_PACK_KEYS: Final = ("name", "version", "effective", "description")
+_PLANT_KEYS: Final = (
+    "power_kind",
+    "energised_above_mw",
+    "hot_kinds",
+    "hot_above_c",
+    "furnace_pattern",
+)
+_SELECTOR_KEYS: Final = ("kinds", "assets")
+_COMMON_RULE_KEYS: Final = ("id", "kind", "title", "when", "requires_permit", "warning", "critical")
+_KIND_RULE_KEYS: Final[Mapping[RuleKind, tuple[str, ...]]] = {
+    RuleKind.THRESHOLD: ("sensors", "direction", "deadband", "off_delay_s"),
+    RuleKind.RATE: ("sensors", "measure", "window_s", "per_s", "deadband", "off_delay_s"),
+    RuleKind.DEVIATION: (
+        "sensors",
+        "measure",
+        "baseline_s",
+        "warmup_s",
+        "deadband",
+        "off_delay_s",
+    ),
+    RuleKind.EXPOSURE: ("sensors", "measure", "deadband", "off_delay_s"),
+    RuleKind.STALE: ("sensors",),
+    RuleKind.STUCK: ("sensors", "window_s"),
+    RuleKind.QUALITY: ("sensors",),
+    RuleKind.GATEWAY: (),  # a gateway rule watches gateways, not sensors
+}
+_ALL_RULE_KEYS: Final = frozenset(_COMMON_RULE_KEYS).union(*_KIND_RULE_KEYS.values())
+_MEASURES: Final[Mapping[RuleKind, tuple[str, ...]]] = {
+    RuleKind.RATE: ("rise", "fall", "swing"),
+    RuleKind.DEVIATION: ("rise", "fall", "abs"),
+    RuleKind.EXPOSURE: ("twa_8h", "stel_15min"),
+}
+_DIRECTIONS: Final = ("high", "low")
+_VALUE_LEVEL_KEYS: Final = ("level", "on_delay_s", "priority", "latch", "source")
+_LEVEL_KEYS: Final[Mapping[RuleKind, tuple[str, ...]]] = {
+    RuleKind.THRESHOLD: _VALUE_LEVEL_KEYS,
+    RuleKind.RATE: _VALUE_LEVEL_KEYS,
+    RuleKind.DEVIATION: _VALUE_LEVEL_KEYS,
+    RuleKind.EXPOSURE: _VALUE_LEVEL_KEYS,
+    # The silence is the delay, so a stale level has no on-delay of its own.
+    RuleKind.STALE: ("level", "periods", "priority", "latch", "source"),
+    RuleKind.STUCK: _VALUE_LEVEL_KEYS,
+    RuleKind.QUALITY: ("priority", "source"),
+    RuleKind.GATEWAY: ("on_delay_s", "priority", "latch", "source"),
+}
+_ALL_LEVEL_KEYS: Final = frozenset().union(*_LEVEL_KEYS.values())
+#: Kinds whose levels are magnitudes (a rate, a distance, a limit, a silence, a spread).
+_POSITIVE_LEVEL_KINDS: Final = frozenset(
+    {RuleKind.RATE, RuleKind.DEVIATION, RuleKind.EXPOSURE, RuleKind.STALE, RuleKind.STUCK}
+)
+#: Kinds that need samples of a sensor, which a derived signal does not have of its own.
+_SAMPLED_ONLY_KINDS: Final = frozenset(
+    {RuleKind.EXPOSURE, RuleKind.STALE, RuleKind.STUCK, RuleKind.QUALITY}
+)
+_TOML_POSITION_RE: Final = re.compile(r"\(at line (\d+), column \d+\)")
+
+
+def default_pack_path() -> Path:
+    """Path of the rule pack shipped with the package (`alerting/packs/smelter-default.toml`)."""
+    return Path(__file__).parent / "packs" / DEFAULT_PACK_FILE
+
+
+def load_pack(path: str | Path) -> Pack:
+    """Read and parse one pack file; its sha256 is of the file's bytes.
+
+    Raises OSError when the file cannot be read and PackError when it is not a valid pack.
+    """
+    data = Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PackError(str(path), [f"not UTF-8 text: {exc}"]) from None
+    pack = parse_pack(text, str(path))
+    return replace(pack, sha256=hashlib.sha256(data).hexdigest())
+
+
+def parse_pack(text: str, source: str = "<rule pack>") -> Pack:
+    """Parse and validate a pack; raise PackError listing every problem with its location."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = _TOML_POSITION_RE.search(str(exc))
+        where = f"line {match.group(1)}: " if match else ""
+        raise PackError(source, [f"{where}TOML syntax error: {exc}"]) from None
+    problems: list[str] = []
+    _check_keys(doc, _TOP_KEYS, "top level", problems)
+
+    head = _table(doc, "pack", "[pack]", problems, required=True)
+    name = _string(head, "name", "[pack]", problems, required=True)
+    version = _string(head, "version", "[pack]", problems, required=True)
+    description = _string(head, "description", "[pack]", problems)
+    effective = _effective(head, problems)
+    _check_keys(head, _PACK_KEYS, "[pack]", problems)
+
+    plant = _plant(_table(doc, "plant", "[plant]", problems), problems)
+
+    rules: list[Rule] = []
+    raw_rules = doc.get("rule")
+    if raw_rules is None:
+        problems.append("no rules: a pack needs at least one [[rule]]")
+        raw_rules = []
+    elif not isinstance(raw_rules, list):
+        problems.append("rule must be an array of tables: write [[rule]], not [rule]")
+        raw_rules = []
+    first_seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_rules, start=1):
+        rule = _rule(raw, index, problems)
+        rule_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(rule_id, str) and RULE_ID_RE.match(rule_id):
+            # Checked on the raw id, so a duplicate is named even if the rule has other faults.
+            if rule_id in first_seen:
+                problems.append(
+                    f"rule {rule_id!r} (rule #{index}): duplicate id, "
+                    f"already used by rule #{first_seen[rule_id]}"
+                )
+                continue
+            first_seen[rule_id] = index
+        if rule is not None:
+            rules.append(rule)
+
+    if problems or effective is None:
+        raise PackError(source, problems)
+    return Pack(
+        name=name,
+        version=version,
+        effective=effective,
+        rules=tuple(rules),
+        plant=plant,
+        description=description,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )
+
+
+# The helpers below append "<where>: <message>" to `problems` and return a usable default, so
+# that one pass reports every problem of the file instead of stopping at the first.
+
+
+def _show(value: object) -> str:
+    """A value as the TOML file would spell it, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+def _check_keys(
+    raw: Mapping[str, Any],
+    allowed: Iterable[str],
+    where: str,
+    problems: list[str],
+    *,
+    elsewhere: Iterable[str] = (),
+    what: str = "",
+) -> None:
+    """Name each key that is not allowed here, with the allowed ones and a likely intended one.
+
+    `elsewhere` are keys that are valid in other kinds of the same table; `what` names this
+    kind ("a threshold rule"), so a misplaced key is told apart from a typo.
+    """
+    allowed = sorted(allowed)
+    other = set(elsewhere)
+    for key in raw:
+        if key in allowed:
+            continue
+        if key in other:
+            problems.append(
+                f"{where}: key {key!r} does not apply to {what}; allowed: {', '.join(allowed)}"
+            )
+            continue
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(f"{where}: unknown key {key!r}{hint}; allowed: {', '.join(allowed)}")
+
+
+def _table(
+    raw: Mapping[str, Any], key: str, where: str, problems: list[str], *, required: bool = False
+) -> Mapping[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            problems.append(f"{where}: missing table")
+        return {}
+    if not isinstance(value, dict):
+        problems.append(f"{where}: must be a table, got {_show(value)}")
+        return {}
+    return value
+
+
+def _string(
+    raw: Mapping[str, Any],
+    key: str,
+    where: str,
+    problems: list[str],
+    *,
+    required: bool = False,
+    default: str = "",
+) -> str:
+    if key not in raw:
+        if required:
+            problems.append(f"{where}: {key} is required")
+        return default
+    value = raw[key]
+    if not isinstance(value, str):
+        problems.append(f"{where}: {key} must be a string, got {_show(value)}")
+        return default
+    if required and not value.strip():
+        problems.append(f"{where}: {key} must not be empty")
+        return default
+    return value
+
+
+def _number(
+    raw: Mapping[str, Any],
+    key: str,
+    where: str,
+    problems: list[str],
+    *,
+    default: float | None = None,
+    minimum: float | None = None,
+    positive: bool = False,
+    label: str = "",
+) -> float | None:
+    """A finite number; `positive` means > 0, `minimum` means >= minimum.
+
+    Without a default the key is required. Returns None when missing or invalid.
+    """
+    name = label or key
+    if key not in raw:
+        if default is None:
+            problems.append(f"{where}: {name} is required")
+        return default
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        problems.append(f"{where}: {name} must be a number, got {_show(value)}")
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        problems.append(f"{where}: {name} must be a finite number, got {_show(value)}")
+        return None
+    if positive and not number > 0:
+        problems.append(f"{where}: {name} must be greater than 0, got {_show(value)}")
+        return None
+    if minimum is not None and number < minimum:
+        problems.append(f"{where}: {name} must be at least {minimum:g}, got {_show(value)}")
+        return None
+    return number
+
+
+def _bool(
+    raw: Mapping[str, Any], key: str, where: str, problems: list[str], *, default: bool, label: str
+) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        problems.append(f"{where}: {label} must be true or false, got {_show(value)}")
+        return default
+    return value
+
+
+def _choice(
+    raw: Mapping[str, Any],
+    key: str,
+    choices: Iterable[str],
+    where: str,
+    problems: list[str],
+    *,
+    default: str | None = None,
+    label: str = "",
+) -> str | None:
+    """One of `choices`; without a default the key is required. None when missing or invalid."""
+    name = label or key
+    options = list(choices)
+    if key not in raw:
+        if default is None:
+            problems.append(f"{where}: {name} is required: one of {', '.join(options)}")
+        return default
+    value = raw[key]
+    if value in options:
+        return str(value)
+    close = difflib.get_close_matches(value, options, n=1) if isinstance(value, str) else []
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    problems.append(f"{where}: {name} {_show(value)} is not one of {', '.join(options)}{hint}")
+    return None
+
+
+def _strings(value: object, where: str, name: str, problems: list[str]) -> tuple[str, ...]:
+    """A list of non-empty, distinct strings."""
+    if not isinstance(value, list):
+        problems.append(f"{where}: {name} must be an array of strings, got {_show(value)}")
+        return ()
+    out: list[str] = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            problems.append(f"{where}: {name} must hold non-empty strings, got {_show(item)}")
+        elif item in out:
+            problems.append(f"{where}: {name} lists {item!r} twice")
+        else:
+            out.append(item)
+    return tuple(out)
+
+
+def _effective(head: Mapping[str, Any], problems: list[str]) -> datetime | None:
+    if "effective" not in head:
+        if head:
+            problems.append("[pack]: effective is required (a TOML date, e.g. 2026-12-01)")
+        return None
+    value = head["effective"]
+    if isinstance(value, datetime):
+        # A TOML local datetime has no offset: the format says it is UTC.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0, 0), tzinfo=UTC)
+    hint = " (write it unquoted)" if isinstance(value, str) else ""
+    problems.append(
+        f"[pack].effective: must be a TOML date or datetime such as 2026-12-01 or "
+        f"2026-12-01T06:00:00+08:00, got {_show(value)}{hint}"
+    )
+    return None
+
+
+def _plant(raw: Mapping[str, Any], problems: list[str]) -> PlantModel:
+    where = "[plant]"
+    default = PlantModel()
+    _check_keys(raw, _PLANT_KEYS, where, problems)
+    power_kind = _string(raw, "power_kind", where, problems, default=default.power_kind)
+    if not power_kind.strip():
+        problems.append(f"{where}: power_kind must not be empty")
+    energised = _number(
+        raw, "energised_above_mw", where, problems, default=default.energised_above_mw, minimum=0
+    )
+    hot_kinds = default.hot_kinds
+    if "hot_kinds" in raw:
+        hot_kinds = _strings(raw["hot_kinds"], where, "hot_kinds", problems)
+        if raw["hot_kinds"] == []:
+            problems.append(f"{where}: hot_kinds must name at least one sensor kind")
+    hot_above = _number(raw, "hot_above_c", where, problems, default=default.hot_above_c)
+    pattern = _string(raw, "furnace_pattern", where, problems, default=default.furnace_pattern)
+    try:
+        if re.compile(pattern).groups < 1:
+            problems.append(
+                f"{where}: furnace_pattern {pattern!r} needs a group, e.g. '^(F[0-9]+)': "
+                "group 1 is the furnace"
+            )
+    except re.error as exc:
+        problems.append(f"{where}: furnace_pattern {pattern!r} is not a valid regex: {exc}")
+    return PlantModel(
+        power_kind=power_kind,
+        energised_above_mw=default.energised_above_mw if energised is None else energised,
+        hot_kinds=hot_kinds,
+        hot_above_c=default.hot_above_c if hot_above is None else hot_above,
+        furnace_pattern=pattern,
+    )
+
+
+def _selector(raw: Mapping[str, Any], kind: RuleKind, where: str, problems: list[str]) -> Selector:
+    if "sensors" not in raw:
+        problems.append(f'{where}: sensors is required, e.g. sensors = {{ kinds = ["area_co"] }}')
+        return Selector(kinds=())
+    value = raw["sensors"]
+    if not isinstance(value, dict):
+        problems.append(f"{where}: sensors must be a table like {{ kinds = [...] }}")
+        return Selector(kinds=())
+    _check_keys(value, _SELECTOR_KEYS, f"{where}: sensors", problems)
+    kinds: tuple[str, ...] = ()
+    if "kinds" not in value:
+        problems.append(f"{where}: sensors.kinds is required")
+    else:
+        kinds = _strings(value["kinds"], where, "sensors.kinds", problems)
+        if isinstance(value["kinds"], list) and not value["kinds"]:
+            problems.append(f"{where}: sensors.kinds must name at least one sensor kind")
+    if kind in _SAMPLED_ONLY_KINDS:
+        problems.extend(
+            f"{where}: sensors.kinds {k!r} is derived by the engine and has no samples "
+            f"of its own; a {kind} rule cannot watch it"
+            for k in kinds
+            if k in DERIVED_KINDS
+        )
+    assets = _strings(value.get("assets", []), where, "sensors.assets", problems)
+    return Selector(kinds=kinds, assets=assets)
+
+
+def _level(
+    raw: object, severity: Severity, kind: RuleKind, where: str, problems: list[str]
+) -> Level | None:
+    name = severity.value
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: {name} must be a table ([rule.{name}]), got {_show(raw)}")
+        return None
+    allowed = _LEVEL_KEYS[kind]
+    _check_keys(
+        raw,
+        allowed,
+        f"{where}: {name}",
+        problems,
+        elsewhere=_ALL_LEVEL_KEYS,
+        what=f"a level of a {kind} rule",
+    )
+    n_before = len(problems)
+    value: float | None = 0.0
+    if "level" in allowed:
+        value = _number(
+            raw,
+            "level",
+            where,
+            problems,
+            positive=kind in _POSITIVE_LEVEL_KINDS,
+            label=f"{name}.level",
+        )
+    on_delay = _number(
+        raw, "on_delay_s", where, problems, default=0.0, minimum=0, label=f"{name}.on_delay_s"
+    )
+    periods = _number(
+        raw, "periods", where, problems, default=0.0, minimum=0, label=f"{name}.periods"
+    )
+    priority = _choice(
+        raw, "priority", [p.value for p in Priority], where, problems, label=f"{name}.priority"
+    )
+    latch = _bool(
+        raw,
+        "latch",
+        where,
+        problems,
+        default=severity is Severity.CRITICAL,
+        label=f"{name}.latch",
+    )
+    source = raw.get("source")
+    if source is None:
+        problems.append(
+            f"{where}: {name}.source is required: where the number comes from, "
+            "tagged [S: ...] (a published source) or [A] (an engineering assumption)"
+        )
+    elif not isinstance(source, str) or not any(tag in source for tag in SOURCE_TAGS):
+        problems.append(
+            f"{where}: {name}.source must be a string carrying a source tag '[S: ...]' or an "
+            f"assumption tag '[A]', got {_show(source)}"
+        )
+    if len(problems) > n_before or value is None or priority is None:
+        return None
+    return Level(
+        severity=severity,
+        level=value,
+        on_delay_s=on_delay or 0.0,
+        priority=Priority(priority),
+        latch=latch,
+        periods=periods or 0.0,
+        source=str(source),
+    )
+
+
+def _check_order(rule: Rule, where: str, problems: list[str]) -> None:
+    """The critical level must be the more extreme of the two."""
+    warning, critical = rule.level(Severity.WARNING), rule.level(Severity.CRITICAL)
+    if warning is None or critical is None:
+        return
+    if rule.kind is RuleKind.THRESHOLD and rule.direction == "low":
+        ok, relation, why = critical.level <= warning.level, "at or below", "a low threshold"
+    elif rule.kind is RuleKind.STUCK:
+        ok, relation, why = critical.level <= warning.level, "at or below", "a stuck rule"
+    elif rule.kind in (RuleKind.QUALITY, RuleKind.GATEWAY):
+        return
+    else:
+        ok, relation = critical.level >= warning.level, "at or above"
+        why = "a high threshold" if rule.kind is RuleKind.THRESHOLD else f"a {rule.kind} rule"
+    if not ok:
+        problems.append(
+            f"{where}: critical.level {critical.level:g} must be {relation} warning.level "
+            f"{warning.level:g} for {why}"
+        )
+
+
+def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
+    where = f"rule #{index}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a table ([[rule]])")
+        return None
+    n_before = len(problems)
+    rule_id = raw.get("id")
+    if rule_id is None:
+        problems.append(f"{where}: id is required")
+    elif not isinstance(rule_id, str) or not RULE_ID_RE.match(rule_id):
+        problems.append(f"{where}: id {_show(rule_id)} must match {RULE_ID_RE.pattern}")
+    else:
+        where = f"rule {rule_id!r} (rule #{index})"
+
+    kind_name = _choice(raw, "kind", [k.value for k in RuleKind], where, problems)
+    kind = RuleKind(kind_name) if kind_name is not None else None
+    title = _string(raw, "title", where, problems, required=True)
+    when = _choice(raw, "when", [w.value for w in When], where, problems, default="always")
+    requires_permit = _bool(
+        raw, "requires_permit", where, problems, default=False, label="requires_permit"
+    )
+    if kind is None:
+        # Without a kind the allowed keys are unknown; name only keys valid for no kind.
+        _check_keys(raw, _ALL_RULE_KEYS, where, problems)
+        return None
+    _check_keys(
+        raw,
+        _COMMON_RULE_KEYS + _KIND_RULE_KEYS[kind],
+        where,
+        problems,
+        elsewhere=_ALL_RULE_KEYS,
+        what=f"a {kind} rule",
+    )
+    sensors = (
+        Selector(kinds=())
+        if "sensors" not in _KIND_RULE_KEYS[kind]
+        else _selector(raw, kind, where, problems)
+    )
+
+    def opt(key: str, default: float, **bounds: Any) -> float:
+        """A kind-specific number; absent keys of other kinds keep the dataclass default."""
+        if key not in _KIND_RULE_KEYS[kind]:
+            return default
+        got = _number(raw, key, where, problems, default=default, **bounds)
+        return default if got is None else got
+
+    def required(key: str) -> float:
+        if key not in _KIND_RULE_KEYS[kind]:
+            return 0.0
+        got = _number(raw, key, where, problems, positive=True)
+        return 0.0 if got is None else got
+
+    direction = "high"
+    if kind is RuleKind.THRESHOLD:
+        direction = _choice(raw, "direction", _DIRECTIONS, where, problems) or "high"
+    measure = ""
+    if kind in _MEASURES:
+        measure = _choice(raw, "measure", _MEASURES[kind], where, problems) or ""
+    deadband = opt("deadband", 0.0, minimum=0)
+    off_delay = opt("off_delay_s", 0.0, minimum=0)
+    window = required("window_s")
+    per_s = opt("per_s", 1.0, positive=True)
+    baseline = required("baseline_s")
+    warmup = opt("warmup_s", 0.0, minimum=0)
+
+    levels: list[Level] = []
+    for severity in Severity:
+        if severity.value in raw:
+            lv = _level(raw[severity.value], severity, kind, where, problems)
+            if lv is not None:
+                levels.append(lv)
+    if Severity.WARNING.value not in raw and Severity.CRITICAL.value not in raw:
+        problems.append(f"{where}: needs at least one level: [rule.warning] or [rule.critical]")
+
+    if len(problems) > n_before or not isinstance(rule_id, str) or when is None:
+        return None
+    rule = Rule(
+        id=rule_id,
+        kind=kind,
+        title=title,
+        sensors=sensors,
+        levels=tuple(levels),
+        when=When(when),
+        requires_permit=requires_permit,
+        direction=direction,
+        measure=measure,
+        deadband=deadband,
+        off_delay_s=off_delay,
+        window_s=window,
+        per_s=per_s,
+        baseline_s=baseline,
+        warmup_s=warmup,
+    )
+    _check_order(rule, where, problems)
+    return None if len(problems) > n_before else rule

@@ -78,6 +78,9 @@ class Batch:
     qualities: list[int] = field(default_factory=list)
     rejects: list[RejectRecord] = field(default_factory=list)
     statuses: list[StatusRecord] = field(default_factory=list)
+    #: Readings refused as outside their sensor's physical range, as (key, ts_us, value):
+    #: not stored as readings (they are in `rejects`), but alerting sees them as bad quality.
+    faults: list[tuple[int, int, float]] = field(default_factory=list)
     gateways: dict[tuple[str, str], GatewaySeen] = field(default_factory=dict)
     rejected_readings: dict[str, int] = field(default_factory=dict)
     rejected_messages: dict[str, int] = field(default_factory=dict)
@@ -179,6 +182,8 @@ class Batch:
             return
         reasons: list[str] = []
         for e in r.errors:
+            if e.sample is not None:
+                self.faults.append(e.sample)
             if e.reason not in reasons:
                 reasons.append(e.reason.value)
             self.rejected_readings[e.reason] = self.rejected_readings.get(e.reason, 0) + 1

@@ -21,6 +21,10 @@ from typing import Any, TextIO
 import psycopg
 import structlog
 
+from alerting import command as rules_command
+from alerting.evaluator import Evaluator, read_pack
+from alerting.store import AlertStore
+from alerting.webhook import parse_endpoints
 from ingest import migrate as migrations
 from ingest.metrics import create_metrics, parse_metrics
 from ingest.registry import RegistryError, parse_site
@@ -146,7 +150,18 @@ def cmd_ingest_run(args: argparse.Namespace, out: TextIO) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await IngestService(settings=s, metrics=create_metrics()).run(stop)
+        evaluator = None
+        if s.alerting:
+            pack, body = read_pack(s.rule_pack)
+            store = AlertStore(
+                database_url=s.database_url,
+                schema=s.db_schema,
+                webhooks=parse_endpoints(
+                    [{"name": n, "url": u, "secret": k} for n, u, k in s.webhooks]
+                ),
+            )
+            evaluator = Evaluator(store=store, pack=pack, pack_body=body, sites=s.sites)
+        await IngestService(settings=s, metrics=create_metrics(), evaluator=evaluator).run(stop)
 
     asyncio.run(main())
     return 0
@@ -233,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The full `tungku` argument parser."""
     p = argparse.ArgumentParser(
         prog="tungku",
-        description="Tungku: smelter telemetry ingestion (MQTT -> TimescaleDB) and simulation.",
+        description="Tungku: smelter telemetry ingestion (MQTT -> TimescaleDB), alert rule packs "
+        "and simulation.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -299,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=20, metavar="N", help="rows to show (default %(default)s)"
     )
     rej.set_defaults(func=cmd_rejects)
+
+    rules = sub.add_parser("rules", help="alert rule packs (check, show)")
+    rules_command.add_arguments(rules)
 
     sim = sub.add_parser("simulate", help="simulate smelter gateways publishing readings")
     sim_command.add_arguments(sim)

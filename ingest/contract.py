@@ -24,6 +24,7 @@ readings of the same message are kept.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Mapping
@@ -158,6 +159,9 @@ class ReadingError:
     index: int
     reason: Reason
     message: str
+    #: For a value outside its sensor's physical range with a usable time: (key, ts_us,
+    #: value), so alerting can count it as a bad-quality reading of that sensor.
+    sample: tuple[int, int, float] | None = None
 
 
 @dataclass(slots=True)
@@ -429,11 +433,15 @@ def _check_reading(
         return ReadingError(i, Reason.BAD_VALUE, f"value {raw!r} of {sensor_id!r} is not a number")
     # Compared before float(): an integer too large for a float is out of range, not a crash.
     if not spec.min_value <= raw <= spec.max_value:
+        sample = None
+        with contextlib.suppress(ValueError, OverflowError):
+            sample = (spec.key, parse_ts(item.get("ts")), float(raw))
         return ReadingError(
             i,
             Reason.OUT_OF_RANGE,
             f"value {raw} of {sensor_id!r} is outside its physical range "
             f"[{spec.min_value}, {spec.max_value}] {spec.unit}",
+            sample,
         )
     value = float(raw)
     if not math.isfinite(value):

@@ -9,6 +9,8 @@ Wiring of one running process: one `asyncio.TaskGroup` with named tasks —
     registry   reloads the sensor index when the registry generation changes
     retention  drops chunks older than the retention period (Apache edition: no policies)
     housekeep  refreshes gauges and the metrics text file, logs a progress line
+    alerts     (with alerting) runs the rule engine on committed batches in commit order
+    alert-housekeep  refreshes permits and findings, expires shelves
 
 The inbox holds at most mqtt_receive_maximum messages (paho's thread blocks, and so stops
 reading the socket, when it is full) and the batch queue writers + 1 batches, so memory stays
@@ -26,6 +28,7 @@ from contextlib import suppress
 import structlog
 from prometheus_client import start_http_server, write_to_textfile
 
+from alerting.evaluator import Committed, Evaluator
 from ingest.batch import AckSequencer, Batch, GatewaySeen
 from ingest.contract import READINGS_SUBSCRIPTION, STATUS_SUBSCRIPTION, DecodeLimits, SensorSpec
 from ingest.inbox import Inbox
@@ -37,6 +40,7 @@ from ingest.store import ReadingStore, StoreError, StoreUnavailableError
 log = structlog.get_logger("tungku.ingest")
 
 _SHUTDOWN_GRACE_S = 10.0
+_EVAL_BACKLOG = 8
 
 
 def subscriptions(settings: Settings) -> list[str]:
@@ -53,9 +57,16 @@ def _now_us() -> int:
 class IngestService:
     """One ingest process. Construct, then `await run(stop)`; set `stop` to shut down."""
 
-    def __init__(self, *, settings: Settings, metrics: IngestMetrics) -> None:
+    def __init__(
+        self, *, settings: Settings, metrics: IngestMetrics, evaluator: Evaluator | None = None
+    ) -> None:
         self._s = settings
         self._m = metrics
+        self._evaluator = evaluator
+        #: Committed batches for the evaluator, in commit order (put without awaiting, so two
+        #: writers cannot reorder them; writers wait while it is longer than _EVAL_BACKLOG).
+        self._committed: asyncio.Queue[Committed | None] = asyncio.Queue()
+        self._eval_room = asyncio.Event()
         self._limits = DecodeLimits(
             max_payload_bytes=settings.max_payload_bytes,
             max_future_skew_s=settings.max_future_skew_s,
@@ -84,6 +95,8 @@ class IngestService:
         await self._load_index_until_ready(aux, stop)
         if stop.is_set():
             return
+        if self._evaluator is not None:
+            await self._evaluator.start()
 
         def deliver(msg: Inbound) -> None:  # paho's thread; blocks while the inbox is full
             inbound.put(msg)
@@ -123,6 +136,12 @@ class IngestService:
                     tg.create_task(self._retention_loop(aux, stop), name="retention"),
                     tg.create_task(self._housekeep_loop(aux, inbound, stop), name="housekeep"),
                 ]
+                alerts = None
+                if self._evaluator is not None:
+                    alerts = tg.create_task(self._alert_loop(self._evaluator), name="alerts")
+                    side.append(
+                        tg.create_task(self._evaluator.housekeep(stop), name="alert-housekeep")
+                    )
                 await stop.wait()
                 # Commit and acknowledge what was received, within a grace period. When the
                 # database is away, decode can be stuck handing over a batch and a writer
@@ -134,6 +153,11 @@ class IngestService:
                     self._abandon.set()
                     for t in pending:
                         t.cancel()
+                if alerts is not None:
+                    self._committed.put_nowait(None)
+                    _, late = await asyncio.wait([alerts], timeout=_SHUTDOWN_GRACE_S)
+                    for t in late:
+                        t.cancel()
                 for t in side:
                     t.cancel()
         finally:
@@ -144,6 +168,8 @@ class IngestService:
             with suppress(StoreError):
                 await aux.record_gateways_seen(self._seen)
             await aux.close()
+            if self._evaluator is not None:
+                await self._evaluator.close()
             self._write_textfile()
             log.info("stopped", unacked=self._unacked)
 
@@ -248,6 +274,11 @@ class IngestService:
             ):
                 acked = source.ack(ready.refs)
                 self._account(ready, ready_inserted, ready_commit_s, time.monotonic(), acked)
+                if self._evaluator is not None:
+                    self._committed.put_nowait(_committed(ready))
+            while self._committed.qsize() > _EVAL_BACKLOG:  # the evaluator is behind: hold on
+                self._eval_room.clear()
+                await self._eval_room.wait()
 
     async def _commit(self, store: ReadingStore, batch: Batch) -> int | None:
         """Commit a batch; new rows, or None when abandoned at shutdown.
@@ -334,6 +365,12 @@ class IngestService:
         if batch.ts_us:
             m.event_lag_seconds.set(max(0.0, (_now_us() - max(batch.ts_us)) / 1e6))
 
+    async def _alert_loop(self, evaluator: Evaluator) -> None:
+        while (committed := await self._committed.get()) is not None:
+            self._eval_room.set()
+            await evaluator.evaluate(committed)
+        self._eval_room.set()
+
     async def _registry_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with suppress(TimeoutError):
@@ -397,3 +434,19 @@ class IngestService:
     def _write_textfile(self) -> None:
         if self._s.metrics_file:
             write_to_textfile(self._s.metrics_file, self._m.registry)
+
+
+def _committed(batch: Batch) -> Committed:
+    """What alerting sees of a committed batch: its readings, the readings refused as out of
+    their physical range (as bad quality), and gateway status changes."""
+    keys, ts, values, qualities = batch.sensor_keys, batch.ts_us, batch.values, batch.qualities
+    if batch.faults:
+        keys = keys + [f[0] for f in batch.faults]
+        ts = ts + [f[1] for f in batch.faults]
+        values = values + [f[2] for f in batch.faults]
+        qualities = qualities + [2] * len(batch.faults)
+    statuses = [
+        (st.site, st.gateway, st.online, st.ts_us if st.ts_us is not None else st.received_at_us)
+        for st in batch.statuses
+    ]
+    return Committed(keys, ts, values, qualities, statuses)

@@ -65,6 +65,15 @@ class Settings:
     metrics_file: str = ""
     log_format: str = "json"
     log_level: str = "info"
+    #: Evaluate the rule pack on committed readings (alerting); off: ingest only.
+    alerting: bool = True
+    #: Rule pack file; empty: the smelter pack shipped with Tungku.
+    rule_pack: str = ""
+    #: Longest an operator may shelve an alert.
+    max_shelve_s: float = 86_400.0
+    #: Webhook endpoints (name, url, secret), from `[[webhooks]]` tables of the TOML file only:
+    #: secrets do not belong in the environment of every process.
+    webhooks: tuple[tuple[str, str, str], ...] = ()
 
     def validate(self) -> Settings:
         """Return self, or raise SettingsError naming the first bad setting."""
@@ -157,7 +166,22 @@ def load_settings(
             if key not in known:
                 raise SettingsError(f"{toml_source}: unknown setting [ingest].{key}")
             values[key] = _coerce(key, known[key], raw, toml_source)
+        hooks = doc.get("webhooks", [])
+        if not isinstance(hooks, list) or not all(isinstance(h, dict) for h in hooks):
+            raise SettingsError(f"{toml_source}: webhooks must be [[webhooks]] tables")
+        parsed = []
+        for i, h in enumerate(hooks):
+            if set(h) != {"name", "url", "secret"} or not all(
+                isinstance(v, str) for v in h.values()
+            ):
+                raise SettingsError(
+                    f"{toml_source}: webhooks[{i}] needs exactly name, url and secret strings"
+                )
+            parsed.append((h["name"], h["url"], h["secret"]))
+        values["webhooks"] = tuple(parsed)
     for name, kind in known.items():
+        if name == "webhooks":
+            continue
         env_name = f"TUNGKU_{name.upper()}"
         if env_name in environ:
             values[name] = _coerce(name, kind, environ[env_name], f"environment {env_name}")
