@@ -35,6 +35,7 @@ from alerting.compliance import Compliance, Finding, Permit, Report
 from alerting.engine import ConditionEvent, EventKind, SensorInfo
 from alerting.lifecycle import AlertState, State
 from alerting.pack import Pack, Priority, Severity
+from alerting.replay import lifecycle_event
 from alerting.webhook import WebhookEndpoint, enqueue, render
 from ingest.migrate import session_sql
 
@@ -114,33 +115,6 @@ def _alert_row(r: Mapping[str, Any]) -> AlertRow:
         pack_version=r["pack_version"],
         first_active_us=to_us(r["first_active_at"]) if r["first_active_at"] else None,
     )
-
-
-def lifecycle_event(ev: ConditionEvent) -> lifecycle.Event:
-    """The lifecycle event for an engine condition event."""
-    nan = math.nan
-    match ev.kind:
-        case EventKind.ACTIVATE:
-            assert ev.severity is not None  # noqa: S101 - an activation always has a level
-            return lifecycle.Activate(
-                at_us=ev.at_us,
-                severity=ev.severity,
-                priority=ev.priority,
-                latch=ev.latch,
-                value=nan if ev.value is None else ev.value,
-                limit=nan if ev.limit is None else ev.limit,
-                reason=ev.reason,
-            )
-        case EventKind.CLEAR:
-            return lifecycle.Clear(
-                at_us=ev.at_us,
-                value=nan if ev.value is None else ev.value,
-                reason=ev.reason,
-            )
-        case EventKind.SUPPRESS:
-            return lifecycle.Suppress(at_us=ev.at_us, reason=ev.reason)
-        case EventKind.UNSUPPRESS:
-            return lifecycle.Unsuppress(at_us=ev.at_us, reason=ev.reason)
 
 
 def action_name(event: lifecycle.Event) -> str:
@@ -323,6 +297,30 @@ class AlertStore:
             conn.cursor(name="catch_up", row_factory=psycopg.rows.tuple_row) as cur,
         ):
             await cur.execute(q, (keys, marks))
+            while rows := await cur.fetchmany(chunk_rows):
+                yield _columns(rows)
+
+    async def readings_between(
+        self,
+        keys: Sequence[int],
+        start_us: int | None,
+        end_us: int | None,
+        *,
+        chunk_rows: int = 50_000,
+    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Stored readings of these sensors in [start, end), in (ts, key) order, in chunks."""
+        q = (
+            "SELECT sensor_key, ts, value, quality FROM readings WHERE sensor_key = ANY(%s)"
+            " AND (%s::timestamptz IS NULL OR ts >= %s) AND (%s::timestamptz IS NULL OR ts < %s)"
+            " ORDER BY ts, sensor_key"
+        )
+        lo = to_dt(start_us) if start_us is not None else None
+        hi = to_dt(end_us) if end_us is not None else None
+        async with (
+            self._guard() as conn,
+            conn.cursor(name="replay", row_factory=psycopg.rows.tuple_row) as cur,
+        ):
+            await cur.execute(q, (list(keys), lo, lo, hi, hi))
             while rows := await cur.fetchmany(chunk_rows):
                 yield _columns(rows)
 

@@ -22,6 +22,7 @@ import psycopg
 import structlog
 
 from alerting import command as rules_command
+from alerting import console
 from alerting.evaluator import Evaluator, read_pack
 from alerting.store import AlertStore
 from alerting.webhook import parse_endpoints
@@ -319,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     rules = sub.add_parser("rules", help="alert rule packs (check, show)")
     rules_command.add_arguments(rules)
 
+    console.add_arguments(sub, lambda _p: None)
+
     sim = sub.add_parser("simulate", help="simulate smelter gateways publishing readings")
     sim_command.add_arguments(sim)
     sim.set_defaults(func=lambda args, out: sim_command.run(args))
@@ -335,8 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `tungku`."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "console", None) is not None:
+            return int(args.console(args, _settings(args), sys.stdout))
         return int(args.func(args, sys.stdout))
-    except (CliError, SettingsError) as exc:
+    except (CliError, SettingsError, console.ConsoleError) as exc:
         sys.stderr.write(f"tungku: error: {exc}\n")
         return 2
     except KeyboardInterrupt:

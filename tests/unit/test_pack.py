@@ -1,7 +1,6 @@
 """The rule pack: parsing, validation messages, the shipped default pack, `tungku rules`."""
 
 # Source tags are quoted as the pack writes them, en dashes included.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 
@@ -629,12 +628,7 @@ def _clearance(rule: Rule, severity: Severity, kind: str) -> tuple[float, float]
 
 #: Levels that DOMAIN.md fixes but the simulator's normal signal reaches: kept as known
 #: conflicts (strict: when the catalogue is fixed, the xfail fails and must be removed).
-KNOWN_CONFLICTS = {
-    ("gas.so2.stel", "warning", "area_so2"): "catalogue area_so2 (0.15 ± 0.05 ppm, from the "
-    "DOMAIN §2 band 0–0.5) has a 15-min mean up to 0.34 ppm at 4 sigma, above the 0.25 ppm PSD",
-    ("offgas.h2.baseline", "warning", "offgas_h2"): "catalogue offgas_h2 wander (1.0 vol-%, "
-    "tau 900 s) reaches +4.0 vol-% over its 30-min baseline at 4 sigma, above the +3 warning",
-}
+KNOWN_CONFLICTS: dict[tuple[str, str, str], str] = {}
 
 
 def _cases(kinds: set[RuleKind]) -> list[object]:
