@@ -2,7 +2,9 @@
 
 Owns the command-line options of the simulator, turning them into a `PublishConfig`, stopping
 cleanly on SIGINT/SIGTERM, and the exit code (0 only when every published reading was
-acknowledged). Also writes a fleet's registry site files (`export_registry`).
+acknowledged). Also writes a fleet's registry site files (`export_registry`), lists the
+incident scenarios and plays one (`--scenario`): it prints the scenario's timeline and permits
+as one JSON line on stdout before publishing, and can write its expectations as JSON.
 
 It must not hold any simulation or MQTT logic; `ingest.cli` wires these functions into the
 `tungku` command.
@@ -11,6 +13,7 @@ It must not hold any simulation or MQTT logic; `ingest.cli` wires these function
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -18,13 +21,28 @@ from pathlib import Path
 from types import FrameType
 
 from ingest.registry import dump_site
-from simulator.fleet import Fleet, FleetError, load_default_fleet, load_fleet
-from simulator.publisher import Mode, PublishConfig, PublishConfigError, publish_fleet
+from simulator.fleet import (
+    Fleet,
+    FleetError,
+    load_default_fleet,
+    load_fleet,
+    load_scenario_fleet,
+)
+from simulator.publisher import (
+    Mode,
+    PublishConfig,
+    PublishConfigError,
+    ReadingSource,
+    publish_fleet,
+    wall_ms,
+)
+from simulator.scenario import SCENARIOS, Scenario, ScenarioError, ScenarioPlant, describe
 from simulator.spool import SpoolError
 
 EXIT_OK = 0
 EXIT_UNACKED = 1
 EXIT_USAGE = 2
+DEFAULT_SCENARIO_SPEED = 1000.0  # plant seconds per wall second when --scenario has no pacing
 
 
 def _positive_int(text: str) -> int:
@@ -47,13 +65,18 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _add_fleet_argument(parser: argparse.ArgumentParser) -> None:
+def _add_fleet_argument(parser: argparse.ArgumentParser, *, scenario: bool = False) -> None:
+    more = (
+        "; with --scenario: the shipped scenario fleet (site scenario-site, 3 gateways, 55 sensors)"
+        if scenario
+        else ""
+    )
     parser.add_argument(
         "--fleet",
         type=Path,
         metavar="PATH",
         help="fleet file (TOML: sites -> gateways; see simulator/fleet.py); "
-        "default: the shipped two-site Morowali fleet (9 gateways, 424 sensors)",
+        f"default: the shipped two-site Morowali fleet (9 gateways, 424 sensors){more}",
     )
 
 
@@ -64,7 +87,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "under wire contract v1, one client per gateway, QoS 1. Readings the broker cannot "
         "take are spooled on disk and backfilled, in order, when it comes back."
     )
-    _add_fleet_argument(parser)
+    _add_fleet_argument(parser, scenario=True)
     parser.add_argument(
         "--host", default="127.0.0.1", help="MQTT broker host (default %(default)s)"
     )
@@ -88,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_float,
         metavar="X",
         help="accelerated: X seconds of plant time per wall-clock second; needs --duration-s "
-        "(plant time then ends at the current time) or --start-ms",
+        "(plant time then ends at the current time) or --start-ms; with --scenario the "
+        f"default pacing is --speed {DEFAULT_SCENARIO_SPEED:g}",
     )
     pace.add_argument(
         "--count",
@@ -142,6 +166,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--scenario",
+        choices=list(SCENARIOS),
+        metavar="NAME",
+        help="play an incident scenario of DOMAIN.md §6 over the fleet's normal baseline, "
+        "for its own duration, plant time ending at about now; prints its timeline and the "
+        "permits it needs as one JSON line on stdout first. Not with --count or --duration-s. "
+        f"Names: {', '.join(SCENARIOS)}",
+    )
+    parser.add_argument(
+        "--list-scenarios",
+        action="store_true",
+        help="list the scenarios (name, title, T0, duration, expected alerts) and exit",
+    )
+    parser.add_argument(
+        "--expectations-out",
+        type=Path,
+        metavar="FILE",
+        help="write the expectations (expected and forbidden alerts, permits, timeline) as "
+        "JSON: of the --scenario played (with its absolute times), or of every scenario "
+        "with --list-scenarios",
+    )
 
 
 def config_from_args(args: argparse.Namespace, fleet: Fleet) -> PublishConfig:
@@ -173,14 +219,118 @@ def _load(path: Path | None) -> Fleet:
     return load_default_fleet() if path is None else load_fleet(path)
 
 
+def _write_json(path: Path, doc: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def scenario_start_ms(now_ms: int, duration_s: int, speed: float) -> int:
+    """Plant time of tick 0 so that a run paced at `speed` ends at about `now_ms` + its length.
+
+    The same rule as the publisher's: the accelerated part of the run lies in the past.
+    """
+    return now_ms - int(duration_s * max(0.0, 1.0 - 1.0 / speed)) * 1000
+
+
+def scenario_document(played: ScenarioPlant, start_ms: int, seed: int) -> dict[str, object]:
+    """The scenario as played: timeline, permits and expectations, with absolute times."""
+    doc = played.scenario.to_json(start_ms)
+    doc["site"] = played.site
+    doc["seed"] = seed
+    doc["params"] = dict(played.params)
+    for permit in doc["permits"]:
+        permit["site"] = played.site
+    return doc
+
+
+def _list(args: argparse.Namespace) -> int:
+    for line in describe(list(SCENARIOS.values())):
+        print(line)  # noqa: T201 -- the command's result
+    if args.expectations_out is not None:
+        try:
+            _write_json(
+                args.expectations_out, {"scenarios": [s.to_json() for s in SCENARIOS.values()]}
+            )
+        except OSError as exc:
+            sys.stderr.write(f"tungku simulate: cannot write {args.expectations_out}: {exc}\n")
+            return EXIT_UNACKED
+    return EXIT_OK
+
+
+def _prepare_scenario(
+    args: argparse.Namespace, scenario: Scenario
+) -> tuple[Fleet, PublishConfig, ScenarioPlant, dict[str, object]]:
+    if args.count is not None or args.duration_s is not None:
+        raise PublishConfigError(
+            "--scenario plays the scenario's own duration: drop --count/--duration-s"
+        )
+    fleet = load_scenario_fleet() if args.fleet is None else load_fleet(args.fleet)
+    if args.realtime:
+        mode, speed = Mode.REALTIME, 1.0
+    else:
+        mode, speed = Mode.SPEED, float(args.speed or DEFAULT_SCENARIO_SPEED)
+    seed = fleet.seed if args.seed is None else args.seed
+    played = ScenarioPlant(fleet, scenario, seed)
+    start_ms = (
+        args.start_ms
+        if args.start_ms is not None
+        else scenario_start_ms(wall_ms() // 1000 * 1000, scenario.duration_s, speed)
+    )
+    config = PublishConfig(
+        host=args.host,
+        port=args.port,
+        mode=mode,
+        speed=speed,
+        duration_s=scenario.duration_s,
+        start_ms=start_ms,
+        seed=seed,
+        readings_per_message=args.readings_per_message,
+        spool_dir=args.spool_dir,
+        record_path=args.record,
+        progress=not args.quiet,
+        ack_timeout_s=args.ack_timeout_s,
+    )
+    return fleet, config, played, scenario_document(played, start_ms, seed)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `tungku simulate`; return the process exit code."""
+    if args.list_scenarios:
+        return _list(args)
+    source: ReadingSource | None = None
     try:
-        fleet = _load(args.fleet)
-        config = config_from_args(args, fleet)
-    except (FleetError, PublishConfigError) as exc:
+        if args.scenario is not None:
+            fleet, config, played, doc = _prepare_scenario(args, SCENARIOS[args.scenario])
+            source = played
+        elif args.expectations_out is not None:
+            raise PublishConfigError("--expectations-out needs --scenario or --list-scenarios")
+        else:
+            fleet = _load(args.fleet)
+            config = config_from_args(args, fleet)
+    except (FleetError, PublishConfigError, ScenarioError) as exc:
         sys.stderr.write(f"tungku simulate: {exc}\n")
         return EXIT_USAGE
+    if source is not None:
+        line = {
+            "scenario": doc["name"],
+            "site": doc["site"],
+            "seed": doc["seed"],
+            "start_ms": doc["start_ms"],
+            "t0_ms": doc["t0_ms"],
+            "end_ms": doc["end_ms"],
+            "permits": doc["permits"],
+        }
+        print(json.dumps(line, ensure_ascii=False), flush=True)  # noqa: T201 -- for the DB side
+        if args.expectations_out is not None:
+            try:
+                _write_json(args.expectations_out, doc)
+            except OSError as exc:
+                sys.stderr.write(f"tungku simulate: cannot write {args.expectations_out}: {exc}\n")
+                return EXIT_UNACKED
+    return _publish(fleet, config, source)
+
+
+def _publish(fleet: Fleet, config: PublishConfig, source: ReadingSource | None) -> int:
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -189,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        report = publish_fleet(fleet, config, stop=stop)
+        report = publish_fleet(fleet, config, stop=stop, source=source)
     except SpoolError as exc:
         sys.stderr.write(f"tungku simulate: {exc}\n")
         return EXIT_UNACKED

@@ -57,6 +57,7 @@ from simulator.catalogue import AREA_GASES, KINDS
 FURNACE_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,15}$")
 ROLES: Final = ("furnace", "work-area", "utilities")
 DEFAULT_FLEET: Final = "fleets/default.toml"
+SCENARIO_FLEET: Final = "fleets/scenario.toml"
 
 
 class FleetError(ValueError):
@@ -450,12 +451,21 @@ def load_fleet(path: str | Path) -> Fleet:
     return parse_fleet(text, source=str(path))
 
 
-def load_default_fleet() -> Fleet:
-    """The fleet shipped with the package (two Morowali sites)."""
+def _load_shipped(name: str) -> Fleet:
     try:
-        text = resources.files("simulator").joinpath(DEFAULT_FLEET).read_text(encoding="utf-8")
+        text = resources.files("simulator").joinpath(name).read_text(encoding="utf-8")
     except NotADirectoryError:
         # An editable install made while simulator/ had no __init__.py registers it as a
         # namespace package, which importlib.resources cannot read; the file is beside us.
-        text = (Path(__file__).parent / DEFAULT_FLEET).read_text(encoding="utf-8")
-    return parse_fleet(text, source=f"simulator/{DEFAULT_FLEET}")
+        text = (Path(__file__).parent / name).read_text(encoding="utf-8")
+    return parse_fleet(text, source=f"simulator/{name}")
+
+
+def load_default_fleet() -> Fleet:
+    """The fleet shipped with the package (two Morowali sites)."""
+    return _load_shipped(DEFAULT_FLEET)
+
+
+def load_scenario_fleet() -> Fleet:
+    """The small one-site fleet the incident scenarios are written for (`scenario-site`)."""
+    return _load_shipped(SCENARIO_FLEET)

@@ -308,6 +308,8 @@ class Scenario:
     def rel(self, t_s: float) -> str:
         """A plant second as T0-relative text, e.g. `T−3h00m00s` or `T+45s`."""
         d = t_s - self.t0_s
+        if round(d) == 0:
+            return "T0"
         sign = "+" if d >= 0 else "−"
         d = abs(d)
         h, rest = divmod(round(d), 3600)
@@ -691,7 +693,7 @@ def _build_pump_trip(lay: Layout, rng: np.random.Generator) -> Overlay:
         )
     h2 = _draw(rng, 5.0, 10.0)
     o.shift(lay.at(lay.ids("offgas_h2", f)), lambda t: h2 * ramp(t, restart + 60, 180.0))
-    amp, period = _draw(rng, 60.0, 150.0), _draw(rng, 4.0, 8.0)
+    amp, period = _draw(rng, 70.0, 150.0), _draw(rng, 4.0, 8.0)
     osc_start = restart + 60
     osc_end = osc_start + round(_draw(rng, 5.0, 10.0) * MINUTE)
     o.shift(
@@ -939,7 +941,7 @@ def _scenarios() -> tuple[Scenario, ...]:
                 "At T0 both pumps of header CW-H1 trip: header 5 → ~1 bar in 4 s, panel flows "
                 "~1 % for 3–6 min, return water +20–40 °C. After the restart panels P01–P03 "
                 "leak 7–15 % (imbalance), off-gas H₂ rises 5–10 vol-% over 3 min, freeboard "
-                "pressure oscillates ±60–150 Pa (period 4–8 s) for 5–10 min, the hearth cools "
+                "pressure oscillates ±70–150 Pa (period 4–8 s) for 5–10 min, the hearth cools "
                 "10–30 °C/h. The explosion at T+30 h is not played."
             ),
             t0_s=t0,
@@ -962,7 +964,7 @@ def _scenarios() -> tuple[Scenario, ...]:
                     )
                     for n in (1, 2, 3)
                 ),
-                _exp("freeboard.swing", "F1", "critical", restart_max + 120, "±60–150 Pa"),
+                _exp("freeboard.swing", "F1", "critical", restart_max + 120, "±70–150 Pa"),
                 _exp(
                     "offgas.h2.baseline",
                     "F1",
