@@ -130,11 +130,11 @@ class Evaluator:
             caught_up=caught_up,
         )
 
-    async def evaluate(self, batch: Committed) -> None:
-        """Evaluate one committed batch and commit its transitions."""
-        await self._evaluate(batch, force_save=False)
+    async def evaluate(self, batch: Committed) -> int:
+        """Evaluate one committed batch and commit its transitions; returns the events."""
+        return await self._evaluate(batch, force_save=False)
 
-    async def _evaluate(self, batch: Committed, *, force_save: bool) -> None:
+    async def _evaluate(self, batch: Committed, *, force_save: bool) -> int:
         engine = self.engine
         events = await asyncio.to_thread(
             engine.process,
@@ -146,6 +146,7 @@ class Evaluator:
         )
         self.readings += int(np.size(batch.keys))
         await self._commit(events, force=force_save)
+        return len(events)
 
     async def _commit(self, events: list[ConditionEvent], *, force: bool) -> None:
         now = time.monotonic()
@@ -170,7 +171,7 @@ class Evaluator:
                 site=e.site,
                 rule=e.rule_id,
                 subject=e.subject,
-                event=e.kind.value,
+                change=e.kind.value,
                 severity=e.severity.value if e.severity else None,
                 value=e.value,
             )

@@ -181,6 +181,28 @@ class AlertStore:
         except psycopg.Error as exc:
             raise AlertStoreError(str(exc)) from exc
 
+    async def _stream(
+        self, query: str, params: Sequence[Any], chunk_rows: int
+    ) -> AsyncIterator[list[tuple[Any, ...]]]:
+        """Rows of a large query in chunks, on a connection of its own (a server-side cursor
+        needs a transaction, which must not hold up this store's other work)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._url, connect_timeout=5)
+        except psycopg.OperationalError as exc:
+            raise AlertStoreUnavailableError(str(exc)) from exc
+        try:
+            await conn.execute(session_sql(self._schema))
+            async with conn.transaction(), conn.cursor(name="stream") as cur:
+                await cur.execute(query, params)
+                while rows := await cur.fetchmany(chunk_rows):
+                    yield rows
+        except psycopg.OperationalError as exc:
+            raise AlertStoreUnavailableError(str(exc)) from exc
+        except psycopg.Error as exc:
+            raise AlertStoreError(str(exc)) from exc
+        finally:
+            await conn.close()
+
     # -- what the engine needs -------------------------------------------------------------
 
     async def sensors(self, sites: Sequence[str] = ()) -> list[SensorInfo]:
@@ -292,13 +314,8 @@ class AlertStore:
             " JOIN unnest(%s::int[], %s::timestamptz[]) AS w(key, mark)"
             " ON r.sensor_key = w.key AND r.ts > w.mark ORDER BY r.ts, r.sensor_key"
         )
-        async with (
-            self._guard() as conn,
-            conn.cursor(name="catch_up", row_factory=psycopg.rows.tuple_row) as cur,
-        ):
-            await cur.execute(q, (keys, marks))
-            while rows := await cur.fetchmany(chunk_rows):
-                yield _columns(rows)
+        async for rows in self._stream(q, (keys, marks), chunk_rows):
+            yield _columns(rows)
 
     async def readings_between(
         self,
@@ -316,13 +333,8 @@ class AlertStore:
         )
         lo = to_dt(start_us) if start_us is not None else None
         hi = to_dt(end_us) if end_us is not None else None
-        async with (
-            self._guard() as conn,
-            conn.cursor(name="replay", row_factory=psycopg.rows.tuple_row) as cur,
-        ):
-            await cur.execute(q, (list(keys), lo, lo, hi, hi))
-            while rows := await cur.fetchmany(chunk_rows):
-                yield _columns(rows)
+        async for rows in self._stream(q, (list(keys), lo, lo, hi, hi), chunk_rows):
+            yield _columns(rows)
 
     # -- applying transitions -----------------------------------------------------------
 

@@ -24,8 +24,9 @@ import structlog
 from alerting import command as rules_command
 from alerting import console
 from alerting.evaluator import Evaluator, read_pack
+from alerting.pack import PackError
 from alerting.store import AlertStore
-from alerting.webhook import parse_endpoints
+from alerting.webhook import WebhookError, WebhookSender, parse_endpoints
 from ingest import migrate as migrations
 from ingest.metrics import create_metrics, parse_metrics
 from ingest.registry import RegistryError, parse_site
@@ -145,24 +146,35 @@ def cmd_ingest_run(args: argparse.Namespace, out: TextIO) -> int:
     """Run the ingest service until SIGINT or SIGTERM."""
     s = _settings(args)
     _configure_logging(s)
+    try:
+        pack, body = read_pack(s.rule_pack)
+        hooks = parse_endpoints([{"name": n, "url": u, "secret": k} for n, u, k in s.webhooks])
+    except PackError as exc:
+        raise CliError(
+            f"rule pack refused, {len(exc.problems)} problem(s) (see `tungku rules check`):\n  "
+            + "\n  ".join(exc.problems)
+        ) from None
+    except WebhookError as exc:
+        raise CliError(f"webhooks: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read rule pack {s.rule_pack}: {exc.strerror}") from None
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        evaluator = None
+        evaluator = sender = None
         if s.alerting:
-            pack, body = read_pack(s.rule_pack)
-            store = AlertStore(
-                database_url=s.database_url,
-                schema=s.db_schema,
-                webhooks=parse_endpoints(
-                    [{"name": n, "url": u, "secret": k} for n, u, k in s.webhooks]
-                ),
-            )
+            store = AlertStore(database_url=s.database_url, schema=s.db_schema, webhooks=hooks)
             evaluator = Evaluator(store=store, pack=pack, pack_body=body, sites=s.sites)
-        await IngestService(settings=s, metrics=create_metrics(), evaluator=evaluator).run(stop)
+            if hooks:
+                sender = WebhookSender(
+                    database_url=s.database_url, schema=s.db_schema, endpoints=hooks
+                )
+        await IngestService(
+            settings=s, metrics=create_metrics(), evaluator=evaluator, webhooks=sender
+        ).run(stop)
 
     asyncio.run(main())
     return 0

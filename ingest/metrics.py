@@ -37,6 +37,10 @@ class IngestMetrics:
     mqtt_connected: Gauge
     db_errors: Counter
     registry_generation: Gauge
+    alert_readings: Counter
+    alert_events: Counter
+    alert_errors: Counter
+    alert_backlog: Gauge
 
 
 def create_metrics() -> IngestMetrics:
@@ -115,6 +119,20 @@ def create_metrics() -> IngestMetrics:
         db_errors=Counter("tungku_db_errors", "Failed database operations (retried)", registry=r),
         registry_generation=Gauge(
             "tungku_registry_generation", "Sensor registry generation in use", registry=r
+        ),
+        alert_readings=Counter(
+            "tungku_alert_readings", "Committed readings evaluated by the rule engine", registry=r
+        ),
+        alert_events=Counter(
+            "tungku_alert_events", "Condition events (activate, clear, suppress...)", registry=r
+        ),
+        alert_errors=Counter(
+            "tungku_alert_errors",
+            "Batches the rule engine failed on (readings stored; alerts may be missed)",
+            registry=r,
+        ),
+        alert_backlog=Gauge(
+            "tungku_alert_backlog", "Committed batches waiting for the rule engine", registry=r
         ),
     )
 

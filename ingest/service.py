@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import start_http_server, write_to_textfile
 
 from alerting.evaluator import Committed, Evaluator
+from alerting.webhook import WebhookSender
 from ingest.batch import AckSequencer, Batch, GatewaySeen
 from ingest.contract import READINGS_SUBSCRIPTION, STATUS_SUBSCRIPTION, DecodeLimits, SensorSpec
 from ingest.inbox import Inbox
@@ -58,11 +59,17 @@ class IngestService:
     """One ingest process. Construct, then `await run(stop)`; set `stop` to shut down."""
 
     def __init__(
-        self, *, settings: Settings, metrics: IngestMetrics, evaluator: Evaluator | None = None
+        self,
+        *,
+        settings: Settings,
+        metrics: IngestMetrics,
+        evaluator: Evaluator | None = None,
+        webhooks: WebhookSender | None = None,
     ) -> None:
         self._s = settings
         self._m = metrics
         self._evaluator = evaluator
+        self._webhooks = webhooks
         #: Committed batches for the evaluator, in commit order (put without awaiting, so two
         #: writers cannot reorder them; writers wait while it is longer than _EVAL_BACKLOG).
         self._committed: asyncio.Queue[Committed | None] = asyncio.Queue()
@@ -137,6 +144,8 @@ class IngestService:
                     tg.create_task(self._housekeep_loop(aux, inbound, stop), name="housekeep"),
                 ]
                 alerts = None
+                if self._webhooks is not None:
+                    side.append(tg.create_task(self._webhooks.run(stop), name="webhooks"))
                 if self._evaluator is not None:
                     alerts = tg.create_task(self._alert_loop(self._evaluator), name="alerts")
                     side.append(
@@ -368,7 +377,13 @@ class IngestService:
     async def _alert_loop(self, evaluator: Evaluator) -> None:
         while (committed := await self._committed.get()) is not None:
             self._eval_room.set()
-            await evaluator.evaluate(committed)
+            try:
+                events = await evaluator.evaluate(committed)
+                self._m.alert_readings.inc(len(committed.keys))  # type: ignore[arg-type]
+                self._m.alert_events.inc(events)
+            except Exception:  # supervised: a bug in a rule must not stop ingest
+                self._m.alert_errors.inc()
+                log.exception("alert evaluation failed; readings are stored, alerts may be missed")
         self._eval_room.set()
 
     async def _registry_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
@@ -411,6 +426,7 @@ class IngestService:
                 log.warning("gateway state not recorded, will retry", error=str(exc))
             self._m.unacked_messages.set(self._unacked)
             self._m.inbox_messages.set(len(inbound))
+            self._m.alert_backlog.set(self._committed.qsize())
             self._m.inbox_stalls.set(inbound.blocked_puts)
             self._write_textfile()
             if time.monotonic() - last_log >= 10:
