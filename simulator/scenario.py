@@ -659,6 +659,10 @@ def _build_hot_work(lay: Layout, rng: np.random.Generator) -> Overlay:
 # 2. Cooling pump trip -> water ingress (Port Talbot) ----------------------------------------
 
 T0: Final = 15 * MINUTE  # the short scenarios start 15 min before their event
+#: The run-out starts 35 min before tapping: the tap block's rate of rise is judged over a
+#: long window (tc.rate), which needs half an hour of the thermocouple's history, as a
+#: running plant has.
+TAP_T0: Final = 35 * MINUTE
 PUMP_OUTAGE_S: Final = (3 * MINUTE, 6 * MINUTE)
 
 
@@ -727,7 +731,7 @@ TAPBLOCK: Final = "sidewall.t01"  # the sidewall thermocouple in the tap block
 
 def _build_tap_runout(lay: Layout, rng: np.random.Generator) -> Overlay:
     o = Overlay()
-    f, t0 = lay.furnace, T0
+    f, t0 = lay.furnace, TAP_T0
     tapblock = lay.at([f"{f.lower()}.{TAPBLOCK}"])
     neighbour = lay.at([f"{f.lower()}.sidewall.t02"])
     climb = _draw(rng, 150.0, 200.0)  # two weeks of climb, already accumulated
@@ -910,12 +914,10 @@ def _scenarios() -> tuple[Scenario, ...]:
             expectations=(
                 _exp("tc.high", "F1", "critical", 120, "hearth > 800 °C from the start"),
                 _exp("hotwork.tc", "F1", "critical", HOT_PERMIT_S + 60, "permit + hearth > 800"),
+                # DOMAIN §6: "O₂ warning" before T0. The puffs are short; the 5-s on-delay
+                # of gas.o2.high lets a seed's first ones pass, the 2-s interlock does not.
                 _exp(
-                    "gas.o2.high",
-                    "maintenance-bay",
-                    "warning",
-                    HOT_FIRST_PUFF[1] + 180,
-                    "torch puff O₂ ≥ 23.8 %",
+                    "gas.o2.high", "maintenance-bay", "warning", HOT_T0, "torch puffs O₂ ≥ 23.8 %"
                 ),
                 _exp(
                     "hotwork.o2",
@@ -991,16 +993,16 @@ def _scenarios() -> tuple[Scenario, ...]:
                 "T+30 s over 2 min, tapping-floor CO +50–200 ppm over 90 s. With probability "
                 "1/2 a burst line on P01 (return flow −32…50 %, imbalance > 30 %)."
             ),
-            t0_s=t0,
-            duration_s=t0 + 25 * MINUTE,
+            t0_s=TAP_T0,
+            duration_s=TAP_T0 + 25 * MINUTE,
             site=SITE,
             furnace=FURNACE,
             permits=(),
             expectations=(
-                _exp("tc.high", "F1", "critical", t0 + 180, "tap block ≥ 650 °C"),
-                _exp("tc.rate", "F1", "critical", t0 + 300, "+300 °C in 2 min"),
-                _exp("cw.panel_dt", "F1-CW-P01", "critical", t0 + 240, "ΔT ≥ 20 °C"),
-                _exp("gas.co.level", "tapping-floor", "warning", t0 + 180, "CO +50–200 ppm"),
+                _exp("tc.high", "F1", "critical", TAP_T0 + 180, "tap block ≥ 650 °C"),
+                _exp("tc.rate", "F1", "critical", TAP_T0 + 300, "+300 °C in 2 min"),
+                _exp("cw.panel_dt", "F1-CW-P01", "critical", TAP_T0 + 240, "ΔT ≥ 20 °C"),
+                _exp("gas.co.level", "tapping-floor", "warning", TAP_T0 + 180, "CO +50–200 ppm"),
             ),
             forbidden=(),
             baseline_until_s=0,
@@ -1101,7 +1103,7 @@ def _scenarios() -> tuple[Scenario, ...]:
                 _exp("health.quality", "tapping-floor", "warning", t0 - 9 * MINUTE, "bad LEL"),
                 _exp("health.gateway", "work-areas", "warning", t0 + 30, "gateway offline"),
                 _exp("health.stale.critical", "tapping-floor", "critical", t0 + 60, "gas silent"),
-                _exp("health.stuck", "F1", "warning", t0 + 12 * MINUTE, "sidewall t02 stuck"),
+                _exp("health.stuck.tc", "F1", "warning", t0 + 12 * MINUTE, "sidewall t02 stuck"),
             ),
             forbidden=(
                 Forbidden("gas.co", "maintenance-bay", "a low calibration drift is no gas alert"),
