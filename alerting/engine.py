@@ -17,9 +17,13 @@ batches: replaying the same readings gives the same events, bit for bit.
 
 Two things are evaluated per batch rather than per reading, and say so here: the plant state
 that gates rules (`when`) is taken from the batch's latest furnace power and thermocouple
-readings before the batch's rules run, and stale sensors are found against the site's latest
-event time. Both are exact in replay (readings in time order); live, a reading from one
-gateway can be evaluated against a plant state another gateway reported a batch later.
+readings before the batch's rules run, and a silent sensor is found against its own
+gateway's latest event time (gateways run at their own pace, and a replay plays each as fast
+as it can, so another gateway's clock says nothing about this one). Silence is also found
+when the sensor's next reading arrives after a gap, with the activation at last reading +
+limit. A whole gateway falling silent is the gateway rule's job (status / last will). The
+plant state is exact in replay (readings in time order); live, a reading from one gateway can
+be evaluated against a plant state another gateway reported a batch later.
 
 Derived signals pair readings with equal timestamps (one scan of the gateway): panel ΔT =
 return - supply temperature, imbalance = (supply - return) / supply flow in %.
@@ -27,12 +31,13 @@ return - supply temperature, imbalance = (supply - return) / supply flow in %.
 
 from __future__ import annotations
 
+import bisect
 import math
 import pickle
 import re
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
@@ -46,7 +51,7 @@ from alerting.pack import Pack, Priority, Rule, RuleKind, Severity, When
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-_STATE_VERSION: Final = 1
+_STATE_VERSION: Final = 2
 _US: Final = 1_000_000
 _BAD: Final = 2  # quality code of a bad reading (ingest.contract.Quality.BAD)
 _PROCESS_KINDS: Final = frozenset(
@@ -56,7 +61,13 @@ _DERIVED_PAIRS: Final = {
     "panel_dt": ("cw_supply_temp", "cw_return_temp"),
     "cw_imbalance": ("cw_supply_flow", "cw_return_flow"),
 }
-_PAIR_HORIZON_US: Final = 120 * _US  # unmatched halves of a pair older than this are dropped
+_PAIR_HORIZON_US: Final = 120 * _US
+_STUCK_BUCKETS: Final = 10  # a stuck window is judged in tenths
+_MAX_PLANT_CHANGES: Final = 1000  # furnace state changes remembered per furnace
+_TWA_S: Final = 28_800.0  # NAB: 8-hour time-weighted average [S: Permenaker 5/2018]
+_STEL_S: Final = 900.0  # PSD: 15-minute short-term average [S: Permenaker 5/2018]
+#: An exposure average is judged once this share of its window is covered by readings [A].
+_MIN_COVERAGE: Final = 0.5  # unmatched halves of a pair older than this are dropped
 
 
 class EngineError(RuntimeError):
@@ -143,7 +154,9 @@ class _Levels:
         """Feed one measure; return the new level (0 = clear) when it changes."""
         for i in (0, 1):
             lim = self.limits[i]
-            ok = m > lim - self.db if self.active > i else m >= lim
+            # Raised at the level; held until it falls past level - deadband (and at least
+            # while it is at the level, so a zero deadband cannot flap at the level itself).
+            ok = m >= lim or (self.active > i and m > lim - self.db)
             if ok:
                 if self.since[i] < 0:
                     self.since[i] = t
@@ -176,8 +189,11 @@ class _Inst:
     """One rule applied to one subject (sensor or derived signal)."""
 
     __slots__ = (
+        "act_t",
         "base",
         "base_t",
+        "buckets",
+        "clr_t",
         "exp",
         "exp_bucket",
         "exp_last",
@@ -207,6 +223,14 @@ class _Inst:
         self.exp: ExposureWindow | None = None
         self.exp_bucket = -1
         self.exp_last = -1
+        self.buckets: deque[tuple[int, float, float]] = deque()  # stuck: (bucket, min, max)
+        self.act_t = -1  # event time of the last activation from normal
+        self.clr_t = -1  # event time of the last clear
+
+    def active_at(self, t: int) -> bool:
+        """Was the condition active at event time t (as far as its last change tells)?"""
+        a, c = self.act_t, self.clr_t
+        return 0 <= a <= t and (c < a or c > t)
 
 
 class _Subject:
@@ -228,10 +252,9 @@ class _Subject:
         "quality",
         "site",
         "stale",
+        "stale_lv",
         "stale_min",
-        "stale_on",
         "stuck",
-        "stuck_buckets",
     )
 
     def __init__(self, info: SensorInfo, furnace: str) -> None:
@@ -248,18 +271,29 @@ class _Subject:
         self.process: list[_Inst] = []
         self.quality: list[_Inst] = []
         self.stuck: list[_Inst] = []
-        self.stale: list[tuple[str, int]] = []  # (rule id, silence limit us)
-        self.stale_on: dict[str, bool] = {}
+        #: Stale rules: (rule id, [(severity, silence limit us)] shortest first).
+        self.stale: list[tuple[str, list[tuple[Severity, int]]]] = []
+        self.stale_lv: dict[str, int] = {}  # levels of each stale rule now active
         self.stale_min = 0  # shortest silence limit of its stale rules, us
         self.hist_t: IntArray = np.empty(0, dtype=np.int64)  # rate windows look back here
         self.hist_v: FloatArray = np.empty(0, dtype=np.float64)
-        self.stuck_buckets: deque[tuple[int, float, float]] = deque()
 
 
 @dataclass(slots=True)
 class _Plant:
+    """A furnace's state, and its changes in event time (for looking up the state at t)."""
+
     energised: bool = False
     hot: bool = False
+    #: (time, energised, hot) at each change, oldest first; bounded.
+    changes: list[tuple[int, bool, bool]] = field(default_factory=list)
+
+    def at(self, t: int) -> tuple[bool, bool]:
+        """(energised, hot) at event time t, as far as the readings so far tell."""
+        i = bisect.bisect_right(self.changes, (t, True, True)) - 1
+        if i < 0:
+            return (self.changes[0][1], self.changes[0][2]) if self.changes else (False, False)
+        return self.changes[i][1], self.changes[i][2]
 
 
 class Engine:
@@ -274,10 +308,13 @@ class Engine:
         self._subjects: dict[int, _Subject] = {}
         self._by_rule: dict[str, Rule] = {r.id: r for r in pack.rules}
         self._plant: dict[tuple[str, str], _Plant] = {}
-        self._tc_last: dict[int, float] = {}
-        self._site_wm: dict[str, int] = {}
+        self._tc_last: dict[tuple[str, str], dict[int, float]] = {}
+        self._gw_wm: dict[tuple[str, str], int] = {}  # latest event time per gateway
         self._pairs: dict[int, tuple[int, int, dict[int, float], dict[int, float]]] = {}
-        self._gw_on: dict[tuple[str, str], bool] = {}
+        #: Per (site, gateway): time of the last status applied, and per gateway rule the
+        #: offline state: None online, else (offline since, raised).
+        self._gw_status_t: dict[tuple[str, str], int] = {}
+        self._gw_off: dict[tuple[str, str, str], tuple[int, bool]] = {}
         self._gw_rules = [r for r in pack.rules if r.kind is RuleKind.GATEWAY]
         self._max_window_us: dict[int, int] = {}
         self.skipped = 0  # readings at or before their sensor's last evaluated one
@@ -323,10 +360,12 @@ class Engine:
             if not rule.sensors.matches(info.kind, info.asset):
                 continue
             if rule.kind is RuleKind.STALE:
-                for lv in rule.levels:
-                    limit = max(lv.level, lv.periods * info.period_s)
-                    subj.stale.append((rule.id, int(limit * _US)))
-                subj.stale_min = min(x[1] for x in subj.stale)
+                limits = sorted(
+                    (int(max(lv.level, lv.periods * info.period_s) * _US), lv.severity)
+                    for lv in rule.levels
+                )
+                subj.stale.append((rule.id, [(sev, lim) for lim, sev in limits]))
+                subj.stale_min = min(lim for _r, lv in subj.stale for _s, lim in lv)
                 continue
             if rule.kind is RuleKind.GATEWAY:
                 continue
@@ -362,6 +401,8 @@ class Engine:
                 rule = self._by_rule[inst.rule_id]
                 if rule.requires_permit:
                     inst.permits = tuple(compliance.permits_for(subj.site, subj.asset))
+                    # A permit withdrawn or closed: an active interlock alert must be able to
+                    # clear, so the instance is judged (as "no permit") on its next reading.
 
     # -- evaluation -----------------------------------------------------------------------
 
@@ -384,8 +425,16 @@ class Engine:
             t_arr = np.asarray(ts_us, dtype=np.int64)
             v_arr = np.asarray(values, dtype=np.float64)
             q_arr = np.asarray(qualities, dtype=np.int64)
-            order = np.lexsort((t_arr, k))
+            order = np.lexsort((t_arr, k))  # stable: the first of equal (key, ts) stays first
             k, t_arr, v_arr, q_arr = k[order], t_arr[order], v_arr[order], q_arr[order]
+            if k.size > 1:
+                # The same (sensor, time) twice in a batch: the first is what the database
+                # kept (ON CONFLICT DO NOTHING); the rest are skipped like a redelivery.
+                dup = (k[1:] == k[:-1]) & (t_arr[1:] == t_arr[:-1])
+                if dup.any():
+                    keep = np.concatenate(([True], ~dup))
+                    self.skipped += int(dup.sum())
+                    k, t_arr, v_arr, q_arr = k[keep], t_arr[keep], v_arr[keep], q_arr[keep]
             bounds = np.flatnonzero(np.diff(k)) + 1
             starts = np.concatenate(([0], bounds))
             ends = np.concatenate((bounds, [k.size]))
@@ -402,107 +451,143 @@ class Engine:
                     if not tt.size:
                         continue
                 chunks.append((subj, tt, vv, qq))
-            self._update_plant(chunks, out)
+            changes = self._update_plant(chunks)
             chunks.extend(self._derive(chunks))
             for subj, tt, vv, qq in chunks:
                 self._subject_chunk(subj, tt, vv, qq, out)
-                wm = self._site_wm.get(subj.site, -1)
-                if int(tt[-1]) > wm:
-                    self._site_wm[subj.site] = int(tt[-1])
+                gw_key = (subj.site, subj.gateway)
+                if int(tt[-1]) > self._gw_wm.get(gw_key, -1):
+                    self._gw_wm[gw_key] = int(tt[-1])
+            self._apply_plant_changes(changes, out)
             self._check_stale(out)
+        self._check_gateways(out)
         out.sort(key=lambda e: (e.at_us, e.site, e.rule_id, e.subject, _KIND_ORDER[e.kind]))
         return out
 
     def _gateway_status(
         self, site: str, gw: str, online: bool, t: int, out: list[ConditionEvent]
     ) -> None:
-        was = self._gw_on.get((site, gw), True)
-        self._gw_on[(site, gw)] = online
-        if was == online:
+        # Statuses are applied in event-time order per gateway: an older one (a redelivered
+        # "offline" from before the gateway came back) changes nothing.
+        if t <= self._gw_status_t.get((site, gw), -1):
+            self.skipped += 1
             return
+        self._gw_status_t[(site, gw)] = t
         for rule in self._gw_rules:
-            lv = rule.levels[-1]
+            key = (site, gw, rule.id)
+            state = self._gw_off.get(key)
             if online:
-                out.append(
-                    ConditionEvent(
-                        t, site, gw, rule.id, gw, rule.title, EventKind.CLEAR, reason="online"
-                    )
-                )
-            else:
-                out.append(
-                    self._activate(
-                        site, gw, rule, gw, t, lv.severity, 1.0, 1.0, "gateway reported offline"
-                    )
-                )
+                if state is not None:
+                    del self._gw_off[key]
+                    if state[1]:
+                        out.append(
+                            ConditionEvent(
+                                t, site, gw, rule.id, gw, rule.title, EventKind.CLEAR,
+                                reason="gateway reported online",
+                            )
+                        )  # fmt: skip
+            elif state is None:
+                self._gw_off[key] = (t, False)
+                self._raise_gateway(site, gw, rule, t, out)
+
+    def _raise_gateway(
+        self, site: str, gw: str, rule: Rule, now: int, out: list[ConditionEvent]
+    ) -> None:
+        """Raise an offline gateway once its on-delay has passed by event time `now`."""
+        key = (site, gw, rule.id)
+        since, raised = self._gw_off[key]
+        lv = rule.levels[-1]
+        due = since + int(lv.on_delay_s * _US)
+        if raised or now < due:
+            return
+        self._gw_off[key] = (since, True)
+        why = f"gateway reported offline at {since} us; silent for {lv.on_delay_s:g} s"
+        out.append(self._activate(site, gw, rule, gw, due, lv.severity, 1.0, 0.0, why))
+
+    def _check_gateways(self, out: list[ConditionEvent]) -> None:
+        """Pending offline gateways whose on-delay the site's other gateways' clocks passed."""
+        for (site, gw, rule_id), (_since, raised) in list(self._gw_off.items()):
+            if raised:
+                continue
+            now = max((t for (s, g), t in self._gw_wm.items() if s == site and g != gw), default=-1)
+            self._raise_gateway(site, gw, self._by_rule[rule_id], now, out)
 
     def _update_plant(
-        self, chunks: list[tuple[_Subject, IntArray, FloatArray, IntArray]], out: list[Any]
-    ) -> None:
+        self, chunks: list[tuple[_Subject, IntArray, FloatArray, IntArray]]
+    ) -> list[tuple[int, str, str]]:
+        """Follow each furnace's state through the batch's power and thermocouple readings,
+        in time order, recording the time of every change (before the batch's rules run, so
+        they can look the state up at each reading's time). Returns the changes."""
         pm = self.pack.plant
-        touched: set[tuple[str, str]] = set()
-        power: dict[tuple[str, str], float] = {}
-        for subj, _tt, vv, qq in chunks:
-            good = vv[qq != _BAD]
-            if not good.size or not subj.furnace:
+        rows: dict[tuple[str, str], list[tuple[int, int, float]]] = {}
+        for subj, tt, vv, qq in chunks:
+            if not subj.furnace or (subj.kind != pm.power_kind and subj.kind not in pm.hot_kinds):
                 continue
-            if subj.kind == pm.power_kind:
-                power[(subj.site, subj.furnace)] = float(good[-1])
-                touched.add((subj.site, subj.furnace))
-            elif subj.kind in pm.hot_kinds:
-                self._tc_last[subj.key] = float(good[-1])
-                touched.add((subj.site, subj.furnace))
-        if not touched:
-            return
-        changed: list[tuple[str, str]] = []
-        for site, furnace in touched:
+            good = qq != _BAD
+            is_power = -1 if subj.kind == pm.power_kind else subj.key
+            rows.setdefault((subj.site, subj.furnace), []).extend(
+                zip(tt[good].tolist(), [is_power] * int(good.sum()), vv[good].tolist(), strict=True)
+            )
+        changes: list[tuple[int, str, str]] = []
+        for (site, furnace), items in rows.items():
             ps = self._plant.setdefault((site, furnace), _Plant())
-            before = (ps.energised, ps.hot)
-            if (site, furnace) in power:
-                ps.energised = power[(site, furnace)] > pm.energised_above_mw
-            tcs = [
-                v
-                for key, v in self._tc_last.items()
-                if (s := self._subjects[key]).site == site and s.furnace == furnace
-            ]
-            ps.hot = ps.energised or (bool(tcs) and max(tcs) > pm.hot_above_c)
-            if (ps.energised, ps.hot) != before:
-                changed.append((site, furnace))
-        if not changed:
-            return
-        t_now = max(int(tt[-1]) for _s, tt, _v, _q in chunks)
-        sites = {s for s, _f in changed}
-        for subj in self._subjects.values():
-            if subj.site not in sites:
-                continue
-            for inst in subj.process:
-                rule = self._by_rule[inst.rule_id]
-                if rule.when is When.ALWAYS:
-                    continue
-                self._gate(subj, inst, rule, t_now, out)
+            tcs = self._tc_last.setdefault((site, furnace), {})
+            items.sort()
+            for t, who, v in items:
+                if who == -1:
+                    ps.energised = v > pm.energised_above_mw
+                else:
+                    tcs[who] = v
+                hot = ps.energised or (bool(tcs) and max(tcs.values()) > pm.hot_above_c)
+                ps.hot = hot
+                last = ps.changes[-1] if ps.changes else None
+                if last is None or (last[1], last[2]) != (ps.energised, ps.hot):
+                    ps.changes.append((t, ps.energised, ps.hot))
+                    if len(ps.changes) > _MAX_PLANT_CHANGES:
+                        del ps.changes[0]
+                    if last is not None:
+                        changes.append((t, site, furnace))
+        return sorted(changes)
 
-    def _plant_ok(self, subj: _Subject, when: When) -> bool:
+    def _apply_plant_changes(
+        self, changes: list[tuple[int, str, str]], out: list[ConditionEvent]
+    ) -> None:
+        """After the batch's rules ran: at each change of furnace state, record suppression
+        for the instances active at that time whose rule no longer applies, or its end."""
+        for t, site, furnace in changes:
+            for subj in self._subjects.values():
+                if subj.site != site or (subj.furnace and subj.furnace != furnace):
+                    continue
+                for inst in subj.process:
+                    rule = self._by_rule[inst.rule_id]
+                    if rule.when is not When.ALWAYS:
+                        self._gate(subj, inst, rule, t, out)
+
+    def _plant_ok(self, subj: _Subject, when: When, t: int) -> bool:
+        """Does a rule with this `when` apply to the subject at event time t?"""
         if when is When.ALWAYS:
             return True
         if subj.furnace:
-            states = [self._plant.get((subj.site, subj.furnace), _Plant())]
+            states = [self._plant.get((subj.site, subj.furnace), _Plant()).at(t)]
         else:  # a site-level asset (a cooling header, the oxygen line): any furnace counts
-            states = [p for (s, _f), p in self._plant.items() if s == subj.site] or [_Plant()]
+            states = [p.at(t) for (s, _f), p in self._plant.items() if s == subj.site]
+            states = states or [(False, False)]
         match when:
             case When.ENERGISED:
-                return any(p.energised for p in states)
+                return any(e for e, _h in states)
             case When.HOT:
-                return any(p.hot for p in states)
+                return any(h for _e, h in states)
             case When.OFF:
-                return not any(p.energised for p in states)
+                return not any(e for e, _h in states)
         return True
 
     def _gate(
         self, subj: _Subject, inst: _Inst, rule: Rule, t: int, out: list[ConditionEvent]
     ) -> None:
         """Record suppression by plant state for an active instance (or lift it)."""
-        ok = self._plant_ok(subj, rule.when)
+        ok = self._plant_ok(subj, rule.when, t)
         why = f"plant state: rule applies while furnace is {rule.when.value}"
-        if not ok and "plant" not in inst.suppressed and inst.levels.active:
+        if not ok and "plant" not in inst.suppressed and inst.active_at(t):
             self._suppress(subj, inst, rule, "plant", why, t, out)
         elif ok and "plant" in inst.suppressed:
             self._unsuppress(subj, inst, rule, "plant", why, t, out)
@@ -536,6 +621,8 @@ class Engine:
         t: int,
         out: list[ConditionEvent],
     ) -> None:
+        if cause not in inst.suppressed:
+            return
         inst.suppressed.discard(cause)
         if not inst.suppressed:
             out.append(
@@ -587,52 +674,57 @@ class Engine:
         qq: IntArray,
         out: list[ConditionEvent],
     ) -> None:
-        # Health: silence before this chunk, then bad quality, then stuck.
-        if (
-            subj.stale
-            and subj.last_t >= 0
-            and (
-                any(subj.stale_on.values())
-                or int(tt[0]) - subj.last_t > subj.stale_min
-                or (tt.size > 1 and int(np.diff(tt).max()) > subj.stale_min)
-            )
-        ):
-            gaps_end = np.concatenate(([subj.last_t], tt[:-1]))
-            gaps = tt - gaps_end
-            for rule_id, limit in subj.stale:
-                big = np.flatnonzero(gaps > limit)
-                rule = self._by_rule[rule_id]
-                for i in big.tolist():
-                    start = int(gaps_end[i]) + limit
-                    if not subj.stale_on.get(rule_id):
-                        self._stale_on(subj, rule, start, limit, out)
-                    self._stale_off(subj, rule, int(tt[i]), out)
-                if subj.stale_on.get(rule_id):
-                    self._stale_off(subj, rule, int(tt[0]), out)
+        if subj.stale:
+            self._gaps(subj, tt, out)
         bad = qq == _BAD
         any_bad = bool(bad.any())
-        if subj.quality:
-            for inst in subj.quality:
-                lv = inst.levels
-                if not any_bad and lv.quiet(0.0):
-                    continue
-                rule = self._by_rule[inst.rule_id]
-                for t, b, v in zip(tt.tolist(), bad.tolist(), vv.tolist(), strict=True):
-                    changed = lv.step(t, 1.0 if b else 0.0)
-                    if changed is not None:
-                        self._quality_change(subj, inst, rule, changed, t, v, out)
-        if subj.stuck:
-            self._stuck(subj, tt, vv, bad, out)
+        for inst in subj.quality:
+            lv = inst.levels
+            if not any_bad and lv.quiet(0.0):
+                continue
+            rule = self._by_rule[inst.rule_id]
+            for t, b, v in zip(tt.tolist(), bad.tolist(), vv.tolist(), strict=True):
+                changed = lv.step(t, 1.0 if b else 0.0)
+                if changed is not None:
+                    self._quality_change(subj, inst, rule, changed, t, v, out)
+        # A bad reading counts as a reading (the sensor is not silent) but is never judged:
+        # process and stuck rules see the good readings only. While the quality alert is
+        # active the process alerts are suppressed (recorded), never cleared by bad data.
+        subj.last_t = max(subj.last_t, int(tt[-1]))
         if any_bad:
             good = ~bad
             tt, vv = tt[good], vv[good]
-        if tt.size and subj.process:
-            quality_bad = any(i.levels.active for i in subj.quality)
-            if not quality_bad:
-                self._process(subj, tt, vv, out)
-        subj.last_t = max(subj.last_t, int(tt[-1])) if tt.size else subj.last_t
-        if tt.size:
-            subj.last_v = float(vv[-1])
+        if not tt.size:
+            return
+        for inst in subj.stuck:
+            self._stuck(subj, inst, tt, vv, out)
+        if subj.process:
+            self._process(subj, tt, vv, out)
+        subj.last_v = float(vv[-1])
+
+    def _gaps(self, subj: _Subject, tt: IntArray, out: list[ConditionEvent]) -> None:
+        """Silences before and within this chunk: each raises its stale levels at
+        last reading + limit and clears at the reading that ends it."""
+        first = subj.last_t < 0
+        active = any(subj.stale_lv.values())
+        prev = tt[:-1] if first else np.concatenate(([subj.last_t], tt[:-1]))
+        nxt = tt[1:] if first else tt
+        if not prev.size:
+            return
+        gaps = nxt - prev
+        if not active and int(gaps.max()) <= subj.stale_min:
+            return
+        for i in np.flatnonzero(gaps > subj.stale_min).tolist():
+            for rule_id, levels in subj.stale:
+                rule = self._by_rule[rule_id]
+                for n, (sev, limit) in enumerate(levels, start=1):
+                    if gaps[i] > limit and subj.stale_lv.get(rule_id, 0) < n:
+                        self._stale_raise(subj, rule, n, sev, int(prev[i]) + limit, limit, out)
+                if subj.stale_lv.get(rule_id, 0):
+                    self._stale_clear(subj, rule, int(nxt[i]), out)
+        for rule_id, _levels in subj.stale:
+            if subj.stale_lv.get(rule_id, 0):
+                self._stale_clear(subj, self._by_rule[rule_id], int(tt[0]), out)
 
     def _quality_change(
         self,
@@ -661,50 +753,57 @@ class Engine:
                 self._unsuppress(subj, p, self._by_rule[p.rule_id], "quality", why, t, out)
 
     def _stuck(
-        self, subj: _Subject, tt: IntArray, vv: FloatArray, bad: npt.NDArray[np.bool_], out: Any
+        self, subj: _Subject, inst: _Inst, tt: IntArray, vv: FloatArray, out: list[ConditionEvent]
     ) -> None:
-        rule0 = self._by_rule[subj.stuck[0].rule_id]
-        window_us = int(rule0.window_s * _US)
-        bucket_us = max(window_us // 10, 1)
-        n_buckets = 10
-        good = ~bad
-        t_good, v_good = tt[good], vv[good]
-        if not t_good.size:
-            return
-        bids = t_good // bucket_us
-        buckets = subj.stuck_buckets
+        """Spread (max - min) over the last window, judged each time a tenth of the window
+        (a bucket) completes; a full window of buckets is needed."""
+        rule = self._by_rule[inst.rule_id]
+        bucket_us = max(int(rule.window_s * _US) // _STUCK_BUCKETS, 1)
+        bids = tt // bucket_us
+        buckets = inst.buckets
         if int(bids[0]) == int(bids[-1]) and buckets and buckets[-1][0] == int(bids[0]):
             _, plo, phi = buckets[-1]  # the common case: still inside the current bucket
-            buckets[-1] = (
-                int(bids[0]),
-                min(plo, float(v_good.min())),
-                max(phi, float(v_good.max())),
-            )
+            buckets[-1] = (int(bids[0]), min(plo, float(vv.min())), max(phi, float(vv.max())))
             return
         cuts = np.flatnonzero(np.diff(bids)) + 1
-        starts_a = np.concatenate(([0], cuts))
-        los = np.minimum.reduceat(v_good, starts_a).tolist()
-        his = np.maximum.reduceat(v_good, starts_a).tolist()
-        for bid, lo, hi in zip(bids[starts_a].tolist(), los, his, strict=True):
+        starts = np.concatenate(([0], cuts))
+        los = np.minimum.reduceat(vv, starts).tolist()
+        his = np.maximum.reduceat(vv, starts).tolist()
+        for bid, lo, hi in zip(bids[starts].tolist(), los, his, strict=True):
             if buckets and buckets[-1][0] == bid:
                 _, plo, phi = buckets[-1]
                 buckets[-1] = (bid, min(lo, plo), max(hi, phi))
                 continue
             # A new bucket starts: the ones before it are complete; judge the window.
-            if len(buckets) >= n_buckets and buckets[-1][0] - buckets[-n_buckets][0] == (
-                n_buckets - 1
-            ):
-                last = list(buckets)[-n_buckets:]
-                spread = max(x[2] for x in last) - min(x[1] for x in last)
+            n = _STUCK_BUCKETS
+            if len(buckets) >= n and buckets[-1][0] - buckets[-n][0] == n - 1:
+                spread = max(x[2] for x in buckets) - min(x[1] for x in buckets)
                 t_eval = (buckets[-1][0] + 1) * bucket_us
-                for inst in subj.stuck:
-                    rule = self._by_rule[inst.rule_id]
+                if self._gate_ok(subj, inst, rule, t_eval):
                     changed = inst.levels.step(t_eval, -spread)
                     if changed is not None:
                         self._emit_level(subj, inst, rule, changed, t_eval, spread, out)
             buckets.append((bid, lo, hi))
-            while len(buckets) > n_buckets:
+            while len(buckets) > n:
                 buckets.popleft()
+
+    def _gate_ok(self, subj: _Subject, inst: _Inst, rule: Rule, t: int) -> bool:
+        """Permit condition at t for rules that require one (True for the others)."""
+        if not rule.requires_permit:
+            return True
+        return any(p.open_at(t) for p in inst.permits)
+
+    def _permit_mask(self, inst: _Inst, rule: Rule, tt: IntArray) -> npt.NDArray[np.bool_] | None:
+        """Per reading: is a permit open (None when the rule needs no permit)."""
+        if not rule.requires_permit:
+            return None
+        mask = np.zeros(tt.shape, dtype=bool)
+        for p in inst.permits:
+            m = tt >= p.opened_us
+            if p.closed_us is not None:
+                m &= tt < p.closed_us
+            mask |= m
+        return mask
 
     def _process(self, subj: _Subject, tt: IntArray, vv: FloatArray, out: Any) -> None:
         # Rate windows need history from before this chunk.
@@ -743,17 +842,14 @@ class Engine:
         out: list[ConditionEvent],
     ) -> None:
         """Feed measures through the level machine; skip the chunk when it cannot matter."""
-        if inst.permits:
-            from alerting.compliance import permit_mask  # noqa: PLC0415
-
-            mask = np.asarray(permit_mask(inst.permits, tt), dtype=bool)
+        mask = self._permit_mask(inst, rule, tt)
+        if mask is not None:
             m = np.where(mask, m, -math.inf)
-        elif rule.requires_permit:
-            return
         lv = inst.levels
         if not m.size:
             return
-        m_max = float(np.nanmax(m)) if not np.isnan(m).all() else -math.inf
+        finite = m[~np.isnan(m)]
+        m_max = float(finite.max()) if finite.size else -math.inf
         if lv.quiet(m_max):
             return
         for t, mm, v in zip(tt.tolist(), m.tolist(), raw.tolist(), strict=True):
@@ -780,12 +876,12 @@ class Engine:
                 [float(np.ptp(all_v[a:b])) for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
             )
         else:
-            idx = np.searchsorted(all_t, tt - w, side="right") - 1
-            ok = idx >= 0
-            idx = np.maximum(idx, 0)
-            dt_s = (tt - all_t[idx]) / _US
-            with np.errstate(divide="ignore", invalid="ignore"):
-                m = np.where(ok & (dt_s > 0), (vv - all_v[idx]) / dt_s * rule.per_s, math.nan)
+            # Against the reading a window ago; until there is a window of history, against
+            # the oldest one, still divided by the whole window: a rate is never overstated
+            # for lack of history, and a real jump shows at once.
+            idx = np.maximum(np.searchsorted(all_t, tt - w, side="right") - 1, 0)
+            span_s = np.maximum(tt - all_t[idx], w) / _US
+            m = np.where(all_t[idx] < tt, (vv - all_v[idx]) / span_s * rule.per_s, math.nan)
             if rule.measure == "fall":
                 m = -m
         self._run(subj, inst, rule, tt, m, m, out)
@@ -802,15 +898,17 @@ class Engine:
         tau_us = rule.baseline_s * _US
         warm_us = rule.warmup_s * _US
         lv = inst.levels
+        mask = self._permit_mask(inst, rule, tt)
+        allowed = mask.tolist() if mask is not None else [True] * tt.size
         base, base_t, first_t = inst.base, inst.base_t, inst.first_t
-        for t, v in zip(tt.tolist(), vv.tolist(), strict=True):
+        for t, v, ok in zip(tt.tolist(), vv.tolist(), allowed, strict=True):
             if first_t < 0:
                 first_t, base, base_t = t, v, t
                 continue
             d = v - base
             m = d if rule.measure == "rise" else -d if rule.measure == "fall" else abs(d)
             if t - first_t >= warm_us:
-                changed = lv.step(t, m)
+                changed = lv.step(t, m if ok else -math.inf)
                 if changed is not None:
                     self._emit_level(subj, inst, rule, changed, t, v, out, limit_base=base)
             # The baseline does not learn a fault: frozen while the condition holds.
@@ -832,8 +930,8 @@ class Engine:
         win = inst.exp
         if win is None:
             return
-        window_s = 28_800.0 if rule.measure == "twa_8h" else 900.0
-        bucket_us = 10 * _US
+        window_s = _TWA_S if rule.measure == "twa_8h" else _STEL_S
+        bucket_us = int(win.bucket_s * _US)
         bids = tt // bucket_us
         cuts = np.flatnonzero(np.diff(bids)) + 1
         starts = np.concatenate(([0], cuts)).tolist()
@@ -841,12 +939,14 @@ class Engine:
         for a, b in zip(starts, ends, strict=True):
             bid = int(bids[a])
             if inst.exp_bucket >= 0 and bid > inst.exp_bucket:
-                # The previous bucket is complete: judge the window as of its last reading.
-                mean = win.mean(window_s)
+                # The previous bucket is complete: judge the window as of its last reading,
+                # once at least half of the window is covered (a few seconds at 30 ppm are
+                # not an 8-hour average). With less, the state holds: a gap never clears.
                 t_eval = inst.exp_last
-                if not math.isnan(mean):
-                    lv = inst.levels
-                    changed = lv.step(t_eval, mean)
+                if win.coverage(window_s) >= _MIN_COVERAGE:
+                    mean = win.mean(window_s)
+                    m = mean if self._gate_ok(subj, inst, rule, t_eval) else -math.inf
+                    changed = inst.levels.step(t_eval, m)
                     if changed is not None:
                         self._emit_level(subj, inst, rule, changed, t_eval, mean, out)
             win.add(tt[a:b], vv[a:b])
@@ -854,24 +954,35 @@ class Engine:
             inst.exp_last = int(tt[b - 1])
 
     def _check_stale(self, out: list[ConditionEvent]) -> None:
+        """Sensors silent for longer than a stale limit by their own gateway's clock."""
         for subj in self._subjects.values():
             if not subj.stale or subj.last_t < 0 or subj.key < 0:
                 continue
-            wm = self._site_wm.get(subj.site, -1)
-            for rule_id, limit in subj.stale:
-                if not subj.stale_on.get(rule_id) and wm - subj.last_t > limit:
-                    self._stale_on(subj, self._by_rule[rule_id], subj.last_t + limit, limit, out)
+            wm = self._gw_wm.get((subj.site, subj.gateway), -1)
+            if wm - subj.last_t <= subj.stale_min:
+                continue
+            for rule_id, levels in subj.stale:
+                for n, (sev, limit) in enumerate(levels, start=1):
+                    if wm - subj.last_t > limit and subj.stale_lv.get(rule_id, 0) < n:
+                        rule = self._by_rule[rule_id]
+                        self._stale_raise(subj, rule, n, sev, subj.last_t + limit, limit, out)
 
-    def _stale_on(
-        self, subj: _Subject, rule: Rule, t: int, limit: int, out: list[ConditionEvent]
+    def _stale_raise(
+        self,
+        subj: _Subject,
+        rule: Rule,
+        n: int,
+        sev: Severity,
+        t: int,
+        limit: int,
+        out: list[ConditionEvent],
     ) -> None:
-        subj.stale_on[rule.id] = True
-        lv = rule.levels[-1]
+        subj.stale_lv[rule.id] = n
         why = f"no reading from {subj.id} for {limit / _US:g} s"
-        out.append(self._activate(subj.site, subj.asset, rule, subj.id, t, lv.severity, 0, 0, why))
+        out.append(self._activate(subj.site, subj.asset, rule, subj.id, t, sev, 0.0, 0.0, why))
 
-    def _stale_off(self, subj: _Subject, rule: Rule, t: int, out: list[ConditionEvent]) -> None:
-        subj.stale_on[rule.id] = False
+    def _stale_clear(self, subj: _Subject, rule: Rule, t: int, out: list[ConditionEvent]) -> None:
+        subj.stale_lv[rule.id] = 0
         out.append(
             ConditionEvent(
                 t, subj.site, subj.asset, rule.id, subj.id, rule.title, EventKind.CLEAR,
@@ -891,6 +1002,7 @@ class Engine:
         limit_base: float | None = None,
     ) -> None:
         if level == 0:
+            inst.clr_t = t
             out.append(
                 ConditionEvent(
                     t, subj.site, subj.asset, rule.id, subj.id, rule.title, EventKind.CLEAR,
@@ -898,13 +1010,15 @@ class Engine:
                 )
             )  # fmt: skip
             return
+        if not inst.active_at(t):
+            inst.act_t = t
         sev = Severity.WARNING if level == 1 else Severity.CRITICAL
         lvl = rule.level(sev)
         limit = lvl.level if lvl else math.nan
         if limit_base is not None:
             limit = limit_base + (-limit if rule.measure == "fall" else limit)
         why = _describe(rule, sev, value, limit)
-        if rule.when is not When.ALWAYS and not self._plant_ok(subj, rule.when):
+        if rule.when is not When.ALWAYS and not self._plant_ok(subj, rule.when, t):
             self._suppress(
                 subj, inst, rule, "plant",
                 f"plant state: rule applies while furnace is {rule.when.value}", t, out,
@@ -959,9 +1073,10 @@ class Engine:
             "subjects": self._subjects,
             "plant": self._plant,
             "tc_last": self._tc_last,
-            "site_wm": self._site_wm,
+            "gw_wm": self._gw_wm,
             "pairs": self._pairs,
-            "gw_on": self._gw_on,
+            "gw_status_t": self._gw_status_t,
+            "gw_off": self._gw_off,
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -985,9 +1100,10 @@ class Engine:
                 self._subjects[key] = subj
         self._plant = state["plant"]
         self._tc_last = state["tc_last"]
-        self._site_wm = state["site_wm"]
+        self._gw_wm = state["gw_wm"]
         self._pairs = state["pairs"]
-        self._gw_on = state["gw_on"]
+        self._gw_status_t = state["gw_status_t"]
+        self._gw_off = state["gw_off"]
         self.set_compliance(self.compliance)
 
 

@@ -161,6 +161,6 @@ def test_a_normal_day_raises_no_process_alert_and_nothing_chatters(
     assert not chatter, f"chattering alerts: {chatter}"
     during = [a for a in activations if a[0] != "health.gateway"]
     assert not during, f"a normal day raised alerts: {during[:20]}"
-    gateway = [a for a in activations if a[0] == "health.gateway"]
-    end = max(to_us(t) for *_, t in gateway)
-    assert all(end - to_us(t) < 5_000_000 for *_, t in gateway)  # only at the very end
+    # Gateways going offline as the simulator stops (10 s on-delay): at the very end, if at all.
+    gateway = [to_us(t) for r, _s, t in activations if r == "health.gateway"]
+    assert all(max(gateway) - t < 30_000_000 for t in gateway)

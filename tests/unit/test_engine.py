@@ -3,7 +3,7 @@ rate/deviation/exposure/health rules, plant state, permits, escalation, chunking
 redelivery and checkpoints.
 
 Packs are built inline with `parse_pack`; times are seconds after `T0` in the helpers and
-microseconds in the events. Tests marked xfail(strict=True) pin real bugs, named in `reason`.
+microseconds in the events.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alerting.compliance import Compliance, Finding, Permit, Report
@@ -137,11 +137,7 @@ def run_chunks(engine: Engine, rows: Sequence[Row], cuts: Sequence[int]) -> list
 
 
 def start(pack: Pack, sensors: list[SensorInfo], rows: list[Row]) -> tuple[Engine, list[Row]]:
-    """An engine that has seen the rows at the first timestamp; the rest of the rows.
-
-    A sensor's very first batch is not checked for gaps inside it (see the xfail test
-    `test_gap_inside_the_first_batch_is_stale`), so scenarios start with one reading each.
-    """
+    """An engine that has seen the rows at the first timestamp; the rest of the rows."""
     engine = Engine(pack, sensors)
     n = sum(1 for r in rows if r[1] == rows[0][1])
     assert feed(engine, rows[:n]) == []
@@ -314,7 +310,6 @@ def test_constant_signal_alerts_only_past_the_level(
     direction: str, level: float, const: float, deadband: float, on_s: float, off_s: float, n: int
 ) -> None:
     """A constant signal never alerts, unless it is past the level: then once, never cleared."""
-    assume(level - deadband < level or const != level)  # no deadband at all: xfail below
     engine = Engine(_single_level(direction, level, deadband, on_s, off_s), [sensor(0, "k")])
     events = feed(engine, series(0, [const] * n))
     past = const >= level if direction == "high" else const <= level
@@ -355,7 +350,6 @@ def test_activations_never_exceed_up_crossings(
     """Each activation needs its own crossing of the level from the normal side."""
     level = 10.0
     values = [level + o for o in offsets]
-    assume(level - deadband < level or level not in values)  # exactly at the level: xfail below
     engine = Engine(_single_level(direction, level, deadband, on_s, off_s), [sensor(0, "k")])
     past = [v >= level if direction == "high" else v <= level for v in values]
     crossings = sum(1 for i, p in enumerate(past) if p and (i == 0 or not past[i - 1]))
@@ -366,14 +360,6 @@ def test_activations_never_exceed_up_crossings(
     assert all(a != b for a, b in itertools.pairwise(kinds))  # activate, clear, activate, ...
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: with deadband 0 a value exactly at the level activates (m >= lim) but does not "
-        "hold (m > lim - db), _Levels.step engine.py:150: a signal sitting at its level "
-        "chatters activate/clear on every sample"
-    ),
-)
 def test_value_exactly_at_the_level_with_no_deadband_does_not_chatter() -> None:
     """A constant reading exactly at the level of a rule without deadband activates once."""
     engine = Engine(_single_level("high", 0.0, 0.0, 0.0, 0.0), [sensor(0, "k")])
@@ -439,9 +425,10 @@ def scenario_exposure() -> tuple[Pack, list[SensorInfo], list[Row]]:
              off_delay_s=30.0, warning={"level": 2.5}, critical={"level": 5.0}),
     )  # fmt: skip
     rng = np.random.default_rng(4)
-    t = np.cumsum(rng.uniform(1.0, 9.0, 450))
+    # 4.5 h: an 8-h average is judged once half its window is covered.
+    t = np.cumsum(rng.uniform(1.0, 9.0, 3300))
     v = np.clip(
-        0.3 + 6.0 * np.exp(-(((t - 1000) / 300) ** 2)) + rng.normal(0, 0.05, t.size), 0, None
+        0.3 + 30.0 * np.exp(-(((t - 15_000) / 300) ** 2)) + rng.normal(0, 0.05, t.size), 0, None
     )
     return (
         pack,
@@ -540,15 +527,6 @@ def test_order_within_a_batch_does_not_matter(name: str, seed: int) -> None:
     assert feed(engine, shuffled) == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: readings with equal timestamps for one sensor in one batch are all evaluated "
-        "(process, engine.py:402-406, only drops ts <= last_t of earlier batches), so a "
-        "duplicate inside a batch is evaluated while the same duplicate in the next batch is "
-        "skipped: the result depends on batching, against the module docstring"
-    ),
-)
 def test_duplicate_timestamp_inside_a_batch_is_skipped_like_across_batches() -> None:
     """A second reading at an already-seen timestamp is ignored, in the same batch or the next."""
     pack = make_pack(rule("r", "threshold", ["k"], direction="high", warning={"level": 25.0}))
@@ -577,14 +555,6 @@ def test_redelivered_batch_raises_nothing(name: str) -> None:
     assert first + rest == feed(engine, rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: bad-quality readings never advance the sensor's last_t (_subject_chunk, "
-        "engine.py:637, takes last_t from the good readings only), so a redelivered all-bad "
-        "batch is evaluated again and not counted in `skipped`"
-    ),
-)
 def test_redelivered_bad_batch_is_skipped() -> None:
     """A redelivered batch of bad readings is skipped like any other."""
     pack = make_pack(rule("q", "quality", ["k"], warning={}))
@@ -694,9 +664,10 @@ CO_TWA = only("gas.co.twa")
 
 
 def test_steady_co_raises_the_twa_rule_at_critical() -> None:
-    """CO steady at 30 ppm raises the NAB (25 ppm) TWA rule at critical, value 30 ppm."""
+    """CO steady at 30 ppm raises the NAB (25 ppm) TWA rule at critical, value 30 ppm, as
+    soon as half of the 8-h window is covered (4 h), not after a few seconds."""
     engine = Engine(CO_TWA, [sensor(0, "area_co", "AREA-1", period_s=2.0)])
-    events = feed(engine, series(0, [30.0] * 300, step=2.0))
+    events = feed(engine, series(0, [30.0] * 7300, step=2.0))
     assert len(events) == 1
     (ev,) = events
     assert (ev.rule_id, ev.kind, ev.severity) == (
@@ -706,7 +677,8 @@ def test_steady_co_raises_the_twa_rule_at_critical() -> None:
     )
     assert ev.value == pytest.approx(30.0)
     assert ev.limit == 25.0
-    assert ev.at_us == T0 + 8 * US  # the last reading of the first complete 10-s bucket
+    # The last reading of the first complete 10-s bucket with 4 h covered.
+    assert ev.at_us == T0 + 14_408 * US
 
 
 @pytest.mark.parametrize(
@@ -731,11 +703,9 @@ def test_twa_is_time_weighted_on_event_time(
         assert events == []
         return
     # The arithmetic mean of the samples is 20 ppm in both cases: only time weights tell them
-    # apart (12.5 warning, 25 critical).
-    assert [(e.kind, e.severity) for e in events] == [
-        (EventKind.ACTIVATE, Severity.WARNING),
-        (EventKind.ACTIVATE, Severity.CRITICAL),
-    ]
+    # apart (12.5 warning, 25 critical). Judged first with 4 h covered, both levels are past.
+    assert [(e.kind, e.severity) for e in events] == [(EventKind.ACTIVATE, Severity.CRITICAL)]
+    assert events[0].value == pytest.approx(36.0 * (14_400 - 600) / 14_400, rel=0.01)
 
 
 # -- 8. health: stale, stuck, quality, gateway -----------------------------------------------
@@ -748,9 +718,9 @@ STALE = rule("stale", "stale", ["g"], warning={"level": 5.0, "periods": 3.0})
     ("period_s", "limit_s"),
     [pytest.param(1.0, 5.0, id="level dominates"), pytest.param(2.0, 6.0, id="periods dominate")],
 )
-def test_stale_against_site_time(period_s: float, limit_s: float) -> None:
+def test_stale_against_gateway_time(period_s: float, limit_s: float) -> None:
     """Silence longer than max(level, periods x period) against the latest event time of the
-    sensor's site (one gateway here) activates at last reading + limit; a reading clears it."""
+    sensor's gateway activates at last reading + limit; a reading clears it."""
     engine = Engine(make_pack(STALE), [sensor(0, "g", period_s=period_s), sensor(1, "g")])
     a = series(0, [1.0] * 6, step=period_s)  # last at 5 periods
     last = 5 * period_s
@@ -777,14 +747,6 @@ def test_stale_inside_one_batch_and_other_site() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the stale check in _subject_chunk (engine.py:595-597) is skipped while the "
-        "sensor's last_t < 0, so a gap inside the first batch a sensor ever delivers is never "
-        "seen; the same gap split over two batches raises and clears the stale rule"
-    ),
-)
 def test_gap_inside_the_first_batch_is_stale() -> None:
     """A silence inside a sensor's very first batch raises the stale rule like any other."""
     engine = Engine(make_pack(STALE), [sensor(0, "g")])
@@ -794,15 +756,6 @@ def test_gap_inside_the_first_batch_is_stale() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a stale rule with both levels appends two (rule id, limit) entries (_add_subject,"
-        " engine.py:330-332) that share one stale_on flag; _stale_on always uses levels[-1]'s "
-        "severity (engine.py:873) and the per-chunk loop (engine.py:605-615) emits an "
-        "activate/clear pair per level: duplicate events, no warning→critical escalation"
-    ),
-)
 def test_stale_rule_with_two_levels_escalates() -> None:
     """A stale rule with a warning and a critical silence raises warning, then critical, once."""
     pack = make_pack(
@@ -814,15 +767,6 @@ def test_stale_rule_with_two_levels_escalates() -> None:
     assert brief(feed(engine, [(0, 31.0, 1.0)])) == [(31.0, "stale", CLR, None)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a sensor that keeps reporting bad readings is taken as silent (last_t only "
-        "advances on good readings, engine.py:637), and every batch then clears the stale alert"
-        " (engine.py:614-615) and _check_stale re-raises it at the same old time "
-        "(engine.py:866-867): an activate/clear pair per batch, a chattering alarm"
-    ),
-)
 def test_bad_readings_do_not_make_stale_chatter() -> None:
     """A sensor reporting bad readings every second raises at most one stale activation."""
     pack = make_pack(STALE, rule("q", "quality", ["g"], warning={}))
@@ -847,14 +791,6 @@ def test_stuck_value_for_a_full_window() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: all stuck rules of a sensor are judged over the first stuck rule's window "
-        "(_stuck, engine.py:670-671, takes window_s from subj.stuck[0]); a second rule's "
-        "window_s is ignored"
-    ),
-)
 def test_two_stuck_rules_use_their_own_windows() -> None:
     """Two stuck rules on one sensor each judge their own window."""
     pack = make_pack(
@@ -900,15 +836,6 @@ def test_bad_quality_split_across_batches() -> None:
     assert brief(events) == [(0.0, "co", ACT, W), (1.0, "co", SUP, None), (1.0, "q", ACT, W)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: _subject_chunk skips the whole chunk's process rules when the quality rule is "
-        "active at the chunk's end (engine.py:633-636), so a good over-limit reading followed "
-        "by a bad one in the same batch is lost, while in separate batches it raises the gas "
-        "alert"
-    ),
-)
 def test_good_reading_before_a_bad_one_in_the_same_batch_counts() -> None:
     """A good reading over the gas level raises the alert even if a bad reading follows it in the
     same batch."""
@@ -934,14 +861,6 @@ def test_gateway_offline_and_online() -> None:
     assert brief(events) == [(200.0, "gw", CLR, None)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the gateway rule's on_delay_s is ignored (_gateway_status, engine.py:420-439, "
-        "activates on the first offline status); the default pack's health.gateway sets 10 s to"
-        " ride through a broker reconnect"
-    ),
-)
 def test_gateway_on_delay_rides_through_a_short_outage() -> None:
     """An offline status followed by online within the rule's on-delay raises nothing."""
     engine = Engine(only("health.gateway"), [sensor(0, "g")])
@@ -949,13 +868,6 @@ def test_gateway_on_delay_rides_through_a_short_outage() -> None:
     assert engine.process([], [], [], [], statuses=statuses) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: gateway statuses are applied without an event-time check (engine.py:423-424), so "
-        "a redelivered older offline status re-raises a gateway that is online again"
-    ),
-)
 def test_redelivered_gateway_status_raises_nothing() -> None:
     """A status older than the last one applied for that gateway changes nothing."""
     engine = Engine(GW, [sensor(0, "g")])
@@ -1031,14 +943,6 @@ def test_other_furnace_does_not_gate() -> None:
     assert brief(events) == [(0.0, "fb", SUP, None), (0.0, "fb", ACT, W)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: plant state is taken per batch (_update_plant, engine.py:442-490, documented) but"
-        " replay.py promises the same output 'however they were chunked': a furnace stop later "
-        "in the same batch suppresses an activation that happened while it was still energised"
-    ),
-)
 def test_plant_state_does_not_depend_on_batching() -> None:
     """A rule activated while the furnace was energised gives the same events whatever the batch
     boundaries around the later furnace stop."""
@@ -1099,13 +1003,6 @@ def test_set_compliance_updates_permits() -> None:
     assert brief(feed(engine, [(0, 50.0, 400.0)])) == [(50.0, "hot", ACT, W)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: when set_compliance leaves a permit rule with no permits, _run returns before the"
-        " level machine (_run, engine.py:750-756), so an active hot-work alert can never clear"
-    ),
-)
 def test_permit_withdrawn_while_active_clears() -> None:
     """A hot-work alert clears when the permit is withdrawn and the value drops."""
     engine = Engine(HOT, [sensor(0, "hearth_tc", "F1", 10.0)])
@@ -1115,14 +1012,6 @@ def test_permit_withdrawn_while_active_clears() -> None:
     assert brief(feed(engine, [(0, 10.0, 20.0)])) == [(10.0, "hot", CLR, None)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: requires_permit is honoured only by threshold and rate rules (_run, "
-        "engine.py:750-756; _deviation and _exposure never look); deviation and exposure rules "
-        "accept requires_permit = true in the pack but fire without any permit"
-    ),
-)
 @pytest.mark.parametrize("kind", ["deviation", "exposure"])
 def test_requires_permit_is_honoured_by_every_kind(kind: str) -> None:
     """A deviation or exposure rule with requires_permit fires nothing without a permit."""
@@ -1205,10 +1094,11 @@ def test_state_round_trip_keeps_the_8h_twa_window() -> None:
     resumed = Engine(CO_TWA, sensors)
     resumed.load_state(first.dump_state())
     assert before + feed(resumed, rows[5 * 60 :]) == whole
-    # Without the window, 40 ppm alone would cross at once: the restore really carried it.
+    # Without the window, 40 ppm alone reads 40: the restore really carried the 5 h at 20.
     fresh = feed(Engine(CO_TWA, sensors), rows[5 * 60 :])
     assert fresh[0].severity is Severity.CRITICAL
-    assert fresh[0].at_us < whole[1].at_us
+    assert fresh[0].value == pytest.approx(40.0)
+    assert whole[1].value == pytest.approx(25.0, abs=0.5)
 
 
 @pytest.mark.parametrize(
