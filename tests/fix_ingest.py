@@ -4,6 +4,7 @@ so tests can kill it with SIGKILL, and a few helpers shared by integration and e
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,38 @@ def scalar(db: psycopg.Connection[Any], query: str, *params: object) -> Any:
     """First column of the first row."""
     row = db.execute(query, params).fetchone()
     return row[0] if row else None
+
+
+def all_stored(db: psycopg.Connection[Any], sim_stdout: str) -> Callable[[], bool]:
+    """True once every reading the broker acknowledged to `tungku simulate` (its summary
+    line) is in the database, stored or kept in rejects: the broker's ack to a publisher is
+    not ingest's commit."""
+    m = re.search(r"(\d+) acknowledged", sim_stdout)
+    assert m, sim_stdout
+    want = int(m.group(1))
+
+    def done() -> bool:
+        got = scalar(db, "SELECT count(*) FROM readings") + scalar(
+            db, "SELECT coalesce(sum(rejected_readings), 0) FROM rejects"
+        )
+        return int(got) >= want
+
+    return done
+
+
+def evaluated(svc: IngestProcess) -> Callable[[], bool]:
+    """True once the process has evaluated every batch it committed (a restarted one first
+    evaluates what its predecessor committed and did not evaluate)."""
+
+    def done() -> bool:
+        m = svc.metrics() or {}
+        return (
+            m.get("tungku_alert_readings_total", 0) >= m.get("tungku_readings_accepted_total", 1)
+            and m.get("tungku_alert_backlog", 1) == 0
+            and m.get("tungku_unacked_messages", 1) == 0
+        )
+
+    return done
 
 
 class IngestProcess:

@@ -20,7 +20,7 @@ from alerting.store import AlertStore, to_us
 from simulator.fleet import load_scenario_fleet
 from simulator.scenario import ObservedAlert, check, scenario
 from tests.fix_broker import Broker
-from tests.fix_ingest import IngestProcess, register, scalar, wait_for
+from tests.fix_ingest import IngestProcess, all_stored, evaluated, register, scalar, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,21 +39,6 @@ def _simulate(broker: Broker, *args: str) -> str:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return out.stdout
-
-
-def _evaluated(svc: IngestProcess, db: psycopg.Connection[Any]) -> Callable[[], bool]:
-    """True once the engine has evaluated every stored reading and nothing waits for it."""
-
-    def done() -> bool:
-        m = svc.metrics() or {}
-        stored = scalar(db, "SELECT count(*) FROM readings")
-        return (
-            m.get("tungku_alert_readings_total", 0) >= stored
-            and m.get("tungku_alert_backlog", 1) == 0
-            and m.get("tungku_unacked_messages", 1) == 0
-        )
-
-    return done
 
 
 def _observed(db: psycopg.Connection[Any], start_us: int) -> list[ObservedAlert]:
@@ -115,11 +100,12 @@ def test_scenario_raises_its_expected_alerts_in_time(
     asyncio.run(permits())
     svc = ingest_factory(mqtt_port=broker.port, sites=[sc.site])
     svc.start()
-    _simulate(
+    out = _simulate(
         broker, "--scenario", name, "--seed", str(SEED), "--start-ms", str(start_ms),
         "--speed", SPEED, "--quiet",
     )  # fmt: skip
-    wait_for(_evaluated(svc, db), 120, "the engine to evaluate every stored reading")
+    wait_for(all_stored(db, out), 120, "every acknowledged reading to be stored")
+    wait_for(evaluated(svc), 120, "the engine to evaluate every stored reading")
     observed = _observed(db, start_ms * 1000)
     problems = check(sc, observed)
     assert not problems, "\n".join(problems) + "\n\nobserved:\n" + "\n".join(map(str, observed))
@@ -146,11 +132,12 @@ def test_a_normal_day_raises_no_process_alert_and_nothing_chatters(
     _setup(database_url, db_schema)
     svc = ingest_factory(mqtt_port=broker.port, sites=["scenario-site"])
     svc.start()
-    _simulate(
+    out = _simulate(
         broker, "--fleet", "simulator/fleets/scenario.toml", "--seed", "7", "--speed", SPEED,
         "--duration-s", "86400", "--quiet",
     )  # fmt: skip
-    wait_for(_evaluated(svc, db), 300, "the engine to evaluate every stored reading")
+    wait_for(all_stored(db, out), 300, "every acknowledged reading to be stored")
+    wait_for(evaluated(svc), 300, "the engine to evaluate every stored reading")
     stored = scalar(db, "SELECT count(*) FROM readings")
     assert stored >= 86_400 * 30  # the whole day arrived (about 32 readings/s)
     activations = db.execute(
