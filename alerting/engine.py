@@ -1061,6 +1061,38 @@ class Engine:
 
     # -- state ----------------------------------------------------------------------------
 
+    def conditions(self) -> dict[tuple[str, str, str], tuple[str, str, Severity, float]]:
+        """Every condition active now: (site, rule id, subject) -> (asset, title, severity,
+        value). What a new pack's engine, rebuilt from history, says is true at this point."""
+        out: dict[tuple[str, str, str], tuple[str, str, Severity, float]] = {}
+        sev = (Severity.WARNING, Severity.CRITICAL)
+        for subj in self._subjects.values():
+            for inst in (*subj.process, *subj.stuck, *subj.quality):
+                if inst.levels.active:
+                    rule = self._by_rule[inst.rule_id]
+                    out[(subj.site, rule.id, subj.id)] = (
+                        subj.asset, rule.title, sev[inst.levels.active - 1], subj.last_v
+                    )  # fmt: skip
+            for rule_id, levels in subj.stale:
+                n = subj.stale_lv.get(rule_id, 0)
+                if n:
+                    rule = self._by_rule[rule_id]
+                    out[(subj.site, rule_id, subj.id)] = (
+                        subj.asset,
+                        rule.title,
+                        levels[n - 1][0],
+                        0.0,
+                    )
+        for (site, gw, rule_id), (_since, raised) in self._gw_off.items():
+            if raised:
+                rule = self._by_rule[rule_id]
+                out[(site, rule_id, gw)] = (gw, rule.title, rule.levels[-1].severity, 1.0)
+        return out
+
+    def latest_us(self) -> int:
+        """The latest event time the engine has seen (-1 before any reading)."""
+        return max(self._gw_wm.values(), default=-1)
+
     def watermarks(self) -> dict[int, int]:
         """Per sensor key, the time of the last reading evaluated."""
         return {k: s.last_t for k, s in self._subjects.items() if k >= 0 and s.last_t >= 0}

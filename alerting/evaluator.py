@@ -11,29 +11,43 @@ Exactly once: the engine skips readings at or before each sensor's last evaluate
 its checkpoint is saved in the same transaction as the journal entries it produced. After a
 crash the engine restarts from the checkpoint and re-evaluates exactly the readings after it,
 deriving the same transitions the journal is missing and none it already has.
+
+Rule pack changes: the pack file is checked every few seconds. A pack with any problem is
+refused (logged with every problem, counted in `pack_refusals`) and the running one stays in
+force; so does the running one while a new pack's effective date is still in the future.
+A valid pack in force replaces the running one: its engine is rebuilt from the last
+`REBUILD_S` of stored readings (so its windows, the 8-hour TWA included, are full), and the
+alerts are reconciled with what it finds true now — conditions the new pack no longer sees
+are cleared, new ones raised — each journaled with the new pack's version. The same happens
+at start when the checkpoint belongs to another pack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 
-from alerting.engine import ConditionEvent, Engine, EngineError
-from alerting.pack import Pack, default_pack_path, load_pack
+from alerting.engine import ConditionEvent, Engine, EngineError, EventKind
+from alerting.pack import Pack, PackError, Priority, default_pack_path, load_pack, parse_pack
 from alerting.store import AlertStore, AlertStoreError, AlertStoreUnavailableError
 
 log = structlog.get_logger("tungku.alerting")
 
 _CHECKPOINT_EVERY_S = 5.0
 _REFRESH_EVERY_S = 2.0
+#: History replayed into a new pack's engine: the longest window (8-h TWA) and a margin.
+REBUILD_S = 8 * 3600 + 600
 
 
 @dataclass(slots=True)
@@ -52,21 +66,41 @@ def scope_of(sites: tuple[str, ...]) -> str:
     return ",".join(sorted(sites)) if sites else "*"
 
 
+def pack_path(path: str) -> Path:
+    """The pack file a setting names (the shipped default when empty)."""
+    return Path(path) if path else default_pack_path()
+
+
 def read_pack(path: str) -> tuple[Pack, str]:
     """The pack at path (the shipped default when empty) and its text."""
-    p = Path(path) if path else default_pack_path()
+    p = pack_path(path)
     return load_pack(p), p.read_text("utf-8")
+
+
+def now_utc() -> datetime:
+    """The wall clock, for judging a pack's effective date (never for rules)."""
+    return datetime.now(UTC)
 
 
 class Evaluator:
     """Runs one rule pack over the committed readings of one ingest process."""
 
     def __init__(
-        self, *, store: AlertStore, pack: Pack, pack_body: str, sites: tuple[str, ...]
+        self,
+        *,
+        store: AlertStore,
+        pack: Pack,
+        pack_body: str,
+        sites: tuple[str, ...],
+        pack_file: Path | None = None,
     ) -> None:
         self._store = store
         self._pack = pack
         self._body = pack_body
+        self._pack_file = pack_file
+        self._refused: set[str] = set()  # sha256 of pack files already refused
+        self._lock = asyncio.Lock()  # one engine operation at a time
+        self.pack_refusals = 0
         self._sites = sites
         self._scope = scope_of(sites)
         self._engine: Engine | None = None
@@ -106,9 +140,18 @@ class Evaluator:
                     engine.load_state(blob)
                     resumed = True
                 except EngineError as exc:
-                    log.warning("engine checkpoint not restored; starting fresh", error=str(exc))
-            else:
-                log.info("rule pack changed since the checkpoint; starting its state fresh")
+                    log.warning("engine checkpoint not restored; rebuilding", error=str(exc))
+            if not resumed:
+                # Another pack (or an unreadable state): rebuild from stored history up to
+                # each sensor's latest reading, and reconcile the alerts with it.
+                latest = await self._store.latest_readings([s.key for s in sensors])
+                self._engine = engine
+                await self._rebuild(
+                    engine, {k: (t - REBUILD_S * 1_000_000, t) for k, t in latest.items()}
+                )
+                await self._reconcile(engine, self._pack, "rule pack changed while stopped")
+                log.info("alerting started on a rebuilt engine", pack=self._pack.version)
+                return
         self._engine = engine
         caught_up = 0
         if resumed:
@@ -132,7 +175,94 @@ class Evaluator:
 
     async def evaluate(self, batch: Committed) -> int:
         """Evaluate one committed batch and commit its transitions; returns the events."""
-        return await self._evaluate(batch, force_save=False)
+        async with self._lock:
+            return await self._evaluate(batch, force_save=False)
+
+    async def check_pack(self) -> None:
+        """Switch to the pack file's new content when it is valid and in force; otherwise
+        keep the running pack and say why (once per file content)."""
+        if self._pack_file is None:
+            return
+        try:
+            data = self._pack_file.read_bytes()
+        except OSError as exc:
+            log.warning("rule pack file unreadable; the running pack stays", error=str(exc))
+            return
+        sha = hashlib.sha256(data).hexdigest()
+        if sha == self._pack.sha256 or sha in self._refused:
+            return
+        try:
+            pack = dataclasses.replace(
+                parse_pack(data.decode("utf-8"), str(self._pack_file)), sha256=sha
+            )
+        except (PackError, UnicodeDecodeError) as exc:
+            self._refused.add(sha)
+            self.pack_refusals += 1
+            problems = exc.problems if isinstance(exc, PackError) else [str(exc)]
+            log.error(  # noqa: TRY400 - a refused file, not a crash: no traceback wanted
+                "rule pack refused; the running pack stays in force",
+                running=self._pack.version,
+                problems=problems,
+            )
+            return
+        if pack.effective > now_utc():
+            log.info(
+                "rule pack not yet in force; the running pack stays",
+                version=pack.version,
+                effective=pack.effective.isoformat(),
+            )
+            return
+        async with self._lock:
+            await self._switch(pack, data.decode("utf-8"))
+
+    async def _switch(self, pack: Pack, body: str) -> None:
+        old = self.engine
+        await self._store.register_pack(pack, body)
+        sensors = await self._store.sensors(self._sites)
+        engine = Engine(pack, sensors, await self._store.compliance())
+        marks = old.watermarks()
+        await self._rebuild(engine, {k: (t - REBUILD_S * 1_000_000, t) for k, t in marks.items()})
+        previous = self._pack
+        self._pack, self._body, self._engine = pack, body, engine
+        await self._reconcile(engine, pack, f"rule pack {previous.version} -> {pack.version}")
+        log.info("rule pack switched", previous=previous.version, version=pack.version)
+
+    async def _rebuild(self, engine: Engine, spans: dict[int, tuple[int, int]]) -> None:
+        """Feed an engine stored history silently: its windows fill, nothing is raised."""
+        n = 0
+        async for keys, ts, vals, qual in self._store.readings_in(spans):
+            await asyncio.to_thread(engine.process, keys, ts, vals, qual)
+            n += int(np.size(keys))
+        log.info("engine rebuilt from stored readings", readings=n)
+
+    async def _reconcile(self, engine: Engine, pack: Pack, why: str) -> None:
+        """Raise what the rebuilt engine finds true and the alerts do not show, clear what
+        they show and it does not find; journaled with the pack's version; checkpointed."""
+        now = engine.latest_us()
+        want = engine.conditions()
+        have = await self._store.active_conditions(self._sites)
+        events: list[ConditionEvent] = []
+        for key, (asset, title, _severity) in sorted(have.items()):
+            if key not in want:
+                events.append(
+                    ConditionEvent(
+                        max(now, 0), key[0], asset, key[1], key[2], title, EventKind.CLEAR,
+                        reason=f"{why}: not active under the new pack",
+                    )
+                )  # fmt: skip
+        for key, (asset, title, severity, value) in sorted(want.items()):
+            if have.get(key, (None, None, None))[2] is not severity:
+                rule = pack.rule(key[1])
+                lvl = rule.level(severity) if rule else None
+                events.append(
+                    ConditionEvent(
+                        max(now, 0), key[0], asset, key[1], key[2], title, EventKind.ACTIVATE,
+                        severity=severity, priority=lvl.priority if lvl else Priority.MEDIUM,
+                        latch=lvl.latch if lvl else False, value=value,
+                        limit=lvl.level if lvl else None, reason=f"{why}: active under it",
+                    )
+                )  # fmt: skip
+        await self._commit(events, force=True)
 
     async def _evaluate(self, batch: Committed, *, force_save: bool) -> int:
         engine = self.engine
@@ -193,6 +323,10 @@ class Evaluator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _REFRESH_EVERY_S)
             await self.refresh()
+            try:
+                await self.check_pack()
+            except AlertStoreError as exc:
+                log.warning("rule pack switch failed; will retry", error=str(exc))
             try:
                 n = await self._store.expire_shelves(time.time_ns() // 1000)
                 if n:

@@ -336,6 +336,53 @@ class AlertStore:
         async for rows in self._stream(q, (list(keys), lo, lo, hi, hi), chunk_rows):
             yield _columns(rows)
 
+    async def readings_in(
+        self, spans: Mapping[int, tuple[int, int]], *, chunk_rows: int = 50_000
+    ) -> AsyncIterator[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Readings of each sensor within its (after, up to and including) span, in (ts, key)
+        order, in chunks: the history a new pack's engine is rebuilt from."""
+        if not spans:
+            return
+        keys = list(spans)
+        lo = [to_dt(spans[k][0]) for k in keys]
+        hi = [to_dt(spans[k][1]) for k in keys]
+        q = (
+            "SELECT r.sensor_key, r.ts, r.value, r.quality FROM readings r"
+            " JOIN unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) AS w(key, lo, hi)"
+            " ON r.sensor_key = w.key AND r.ts > w.lo AND r.ts <= w.hi"
+            " ORDER BY r.ts, r.sensor_key"
+        )
+        async for rows in self._stream(q, (keys, lo, hi), chunk_rows):
+            yield _columns(rows)
+
+    async def latest_readings(self, keys: Sequence[int]) -> dict[int, int]:
+        """Per sensor, the time of its latest stored reading."""
+        q = (
+            "SELECT k.key, (SELECT max(ts) FROM readings r WHERE r.sensor_key = k.key)"
+            " FROM unnest(%s::int[]) AS k(key)"
+        )
+        async with self._guard() as conn:
+            rows = await (await conn.execute(q, (list(keys),))).fetchall()
+        return {r["key"]: to_us(r["max"]) for r in rows if r["max"] is not None}
+
+    async def active_conditions(
+        self, sites: Sequence[str]
+    ) -> dict[tuple[str, str, str], tuple[str, str, Severity | None]]:
+        """Alerts whose condition is active: (site, rule, subject) -> (asset, title, severity)."""
+        q = (
+            "SELECT site_id, rule_id, subject, asset, title, severity FROM alerts"
+            " WHERE condition_active"
+            " AND (cardinality(%(sites)s::text[]) = 0 OR site_id = ANY(%(sites)s))"
+        )
+        async with self._guard() as conn:
+            rows = await (await conn.execute(q, {"sites": list(sites)})).fetchall()
+        return {
+            (r["site_id"], r["rule_id"], r["subject"]): (
+                r["asset"], r["title"], Severity(r["severity"]) if r["severity"] else None
+            )
+            for r in rows
+        }  # fmt: skip
+
     # -- applying transitions -----------------------------------------------------------
 
     async def apply(

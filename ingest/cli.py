@@ -23,7 +23,7 @@ import structlog
 
 from alerting import command as rules_command
 from alerting import console
-from alerting.evaluator import Evaluator, read_pack
+from alerting.evaluator import Evaluator, now_utc, pack_path, read_pack
 from alerting.pack import PackError
 from alerting.store import AlertStore
 from alerting.webhook import WebhookError, WebhookSender, parse_endpoints
@@ -158,6 +158,12 @@ def cmd_ingest_run(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(f"webhooks: {exc}") from None
     except OSError as exc:
         raise CliError(f"cannot read rule pack {s.rule_pack}: {exc.strerror}") from None
+    if s.alerting and pack.effective > now_utc():
+        raise CliError(
+            f"rule pack {pack.name} {pack.version} is effective from "
+            f"{pack.effective.isoformat()}, not yet in force; run the pack in force now and "
+            "put this one in its place when it is due"
+        )
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -167,7 +173,13 @@ def cmd_ingest_run(args: argparse.Namespace, out: TextIO) -> int:
         evaluator = sender = None
         if s.alerting:
             store = AlertStore(database_url=s.database_url, schema=s.db_schema, webhooks=hooks)
-            evaluator = Evaluator(store=store, pack=pack, pack_body=body, sites=s.sites)
+            evaluator = Evaluator(
+                store=store,
+                pack=pack,
+                pack_body=body,
+                sites=s.sites,
+                pack_file=pack_path(s.rule_pack),
+            )
             if hooks:
                 sender = WebhookSender(
                     database_url=s.database_url, schema=s.db_schema, endpoints=hooks

@@ -41,6 +41,7 @@ class IngestMetrics:
     alert_events: Counter
     alert_errors: Counter
     alert_backlog: Gauge
+    pack_refusals: Gauge
 
 
 def create_metrics() -> IngestMetrics:
@@ -133,6 +134,11 @@ def create_metrics() -> IngestMetrics:
         ),
         alert_backlog=Gauge(
             "tungku_alert_backlog", "Committed batches waiting for the rule engine", registry=r
+        ),
+        pack_refusals=Gauge(
+            "tungku_rule_pack_refusals",
+            "Rule pack files refused since start (the running pack stayed in force)",
+            registry=r,
         ),
     )
 

@@ -427,6 +427,8 @@ class IngestService:
             self._m.unacked_messages.set(self._unacked)
             self._m.inbox_messages.set(len(inbound))
             self._m.alert_backlog.set(self._committed.qsize())
+            if self._evaluator is not None:
+                self._m.pack_refusals.set(self._evaluator.pack_refusals)
             self._m.inbox_stalls.set(inbound.blocked_puts)
             self._write_textfile()
             if time.monotonic() - last_log >= 10:
