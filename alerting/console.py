@@ -144,6 +144,22 @@ def add_arguments(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -
     fd.add_argument("--text", required=True)
     fd.add_argument("--from", dest="opened", type=_when, default="now")
     fd.set_defaults(console=cmd_finding)
+    rpt = fsub.add_parser(
+        "report", help="record a periodic report's due date and submission (late escalates)"
+    )
+    common(rpt)
+    rpt.add_argument("--site", required=True)
+    rpt.add_argument("--period", required=True, help="e.g. 2026-S2")
+    rpt.add_argument("--due", type=_when, required=True, help="RFC 3339")
+    rpt.add_argument("--submitted", type=_when, default=None, help="RFC 3339 (omit: not yet)")
+    rpt.set_defaults(console=cmd_report)
+    ident = fsub.add_parser("identity", help="set the facility's identity")
+    common(ident)
+    ident.add_argument("--site", required=True)
+    ident.add_argument("--company", required=True)
+    ident.add_argument("--iui", default="", help="industrial business licence (IUI) number")
+    ident.add_argument("--estate", default="", help="industrial estate, e.g. IMIP")
+    ident.set_defaults(console=cmd_identity)
     sm = fsub.add_parser("smk3", help="set the SMK3 certificate expiry date")
     common(sm)
     sm.add_argument("--site", required=True)
@@ -345,6 +361,41 @@ def cmd_finding(args: argparse.Namespace, s: Settings, out: TextIO) -> int:
         finally:
             await store.close()
         out.write(f"finding {fid} open on {args.site}/{args.asset}\n")
+        return 0
+
+    return _run(main())
+
+
+def cmd_report(args: argparse.Namespace, s: Settings, out: TextIO) -> int:
+    """Record a periodic report."""
+
+    async def main() -> int:
+        store = _store(s)
+        try:
+            await store.record_report(
+                site=args.site, period=args.period, due_us=args.due, submitted_us=args.submitted
+            )
+        finally:
+            await store.close()
+        state = "submitted" if args.submitted is not None else "not submitted"
+        out.write(f"{args.site}: report {args.period} due {_fmt_time(args.due)}, {state}\n")
+        return 0
+
+    return _run(main())
+
+
+def cmd_identity(args: argparse.Namespace, s: Settings, out: TextIO) -> int:
+    """Set the facility's identity."""
+
+    async def main() -> int:
+        store = _store(s)
+        try:
+            await store.set_identity(
+                site=args.site, company=args.company, iui_number=args.iui, estate=args.estate
+            )
+        finally:
+            await store.close()
+        out.write(f"{args.site}: {args.company}\n")
         return 0
 
     return _run(main())

@@ -453,8 +453,9 @@ class Engine:
                 chunks.append((subj, tt, vv, qq))
             changes = self._update_plant(chunks)
             chunks.extend(self._derive(chunks))
+            batch_bad = bool((q_arr == _BAD).any())
             for subj, tt, vv, qq in chunks:
-                self._subject_chunk(subj, tt, vv, qq, out)
+                self._subject_chunk(subj, tt, vv, qq, out, batch_bad)
                 gw_key = (subj.site, subj.gateway)
                 if int(tt[-1]) > self._gw_wm.get(gw_key, -1):
                     self._gw_wm[gw_key] = int(tt[-1])
@@ -643,27 +644,41 @@ class Engine:
             ca, cb = by_key.get(ka), by_key.get(kb)
             if ca is None and cb is None:
                 continue
-            for c, pend in ((ca, pend_a), (cb, pend_b)):
-                if c is not None:
-                    good = c[2] != _BAD
-                    pend.update(zip(c[0][good].tolist(), c[1][good].tolist(), strict=True))
-            common = sorted(pend_a.keys() & pend_b.keys())
             subj = self._subjects[key]
-            common = [t for t in common if t > subj.last_t]
-            if common:
-                a = np.array([pend_a.pop(t) for t in common])
-                b = np.array([pend_b.pop(t) for t in common])
+            if ca is not None and cb is not None and not pend_a and not pend_b:
+                # The common case: both halves of each scan in this batch; pair vectorised.
+                ga, gb = ca[2] != _BAD, cb[2] != _BAD
+                ta, va, tb, vb = ca[0][ga], ca[1][ga], cb[0][gb], cb[1][gb]
+                both, ia, ib = np.intersect1d(ta, tb, assume_unique=True, return_indices=True)
+                if ia.size < ta.size:
+                    rest = np.setdiff1d(np.arange(ta.size), ia)
+                    pend_a.update(zip(ta[rest].tolist(), va[rest].tolist(), strict=True))
+                if ib.size < tb.size:
+                    rest = np.setdiff1d(np.arange(tb.size), ib)
+                    pend_b.update(zip(tb[rest].tolist(), vb[rest].tolist(), strict=True))
+                fresh = both > subj.last_t
+                common_t, a, b = both[fresh], va[ia][fresh], vb[ib][fresh]
+            else:
+                for c, pend in ((ca, pend_a), (cb, pend_b)):
+                    if c is not None:
+                        good = c[2] != _BAD
+                        pend.update(zip(c[0][good].tolist(), c[1][good].tolist(), strict=True))
+                common = [t for t in sorted(pend_a.keys() & pend_b.keys()) if t > subj.last_t]
+                common_t = np.array(common, dtype=np.int64)
+                a = np.array([pend_a.pop(t) for t in common], dtype=np.float64)
+                b = np.array([pend_b.pop(t) for t in common], dtype=np.float64)
+            if common_t.size:
                 if subj.kind == "panel_dt":
                     v = b - a
                 else:
                     with np.errstate(divide="ignore", invalid="ignore"):
                         v = np.where(a > 0, (a - b) / a * 100.0, 0.0)
-                tt = np.array(common, dtype=np.int64)
-                derived.append((subj, tt, v, np.zeros(tt.size, dtype=np.int64)))
-            newest = max(max(pend_a, default=-1), max(pend_b, default=-1))
-            for pend in (pend_a, pend_b):
-                for t in [t for t in pend if t < newest - _PAIR_HORIZON_US]:
-                    del pend[t]
+                derived.append((subj, common_t, v, np.zeros(common_t.size, dtype=np.int64)))
+            if pend_a or pend_b:
+                newest = max(max(pend_a, default=-1), max(pend_b, default=-1))
+                for pend in (pend_a, pend_b):
+                    for t in [t for t in pend if t < newest - _PAIR_HORIZON_US]:
+                        del pend[t]
         return derived
 
     def _subject_chunk(
@@ -673,17 +688,21 @@ class Engine:
         vv: FloatArray,
         qq: IntArray,
         out: list[ConditionEvent],
+        batch_bad: bool = True,
     ) -> None:
         if subj.stale:
             self._gaps(subj, tt, out)
-        bad = qq == _BAD
-        any_bad = bool(bad.any())
+        # `batch_bad` False: the whole batch has no bad reading (the common case), so no
+        # per-sensor check is needed.
+        bad = qq == _BAD if batch_bad else None
+        any_bad = bad is not None and bool(bad.any())
         for inst in subj.quality:
             lv = inst.levels
             if not any_bad and lv.quiet(0.0):
                 continue
             rule = self._by_rule[inst.rule_id]
-            for t, b, v in zip(tt.tolist(), bad.tolist(), vv.tolist(), strict=True):
+            flags = bad.tolist() if bad is not None else [False] * tt.size
+            for t, b, v in zip(tt.tolist(), flags, vv.tolist(), strict=True):
                 changed = lv.step(t, 1.0 if b else 0.0)
                 if changed is not None:
                     self._quality_change(subj, inst, rule, changed, t, v, out)
@@ -691,7 +710,7 @@ class Engine:
         # process and stuck rules see the good readings only. While the quality alert is
         # active the process alerts are suppressed (recorded), never cleared by bad data.
         subj.last_t = max(subj.last_t, int(tt[-1]))
-        if any_bad:
+        if any_bad and bad is not None:
             good = ~bad
             tt, vv = tt[good], vv[good]
         if not tt.size:
@@ -707,6 +726,14 @@ class Engine:
         last reading + limit and clears at the reading that ends it."""
         first = subj.last_t < 0
         active = any(subj.stale_lv.values())
+        if not active:  # the common case, cheaply: no silence longer than the shortest limit
+            if tt.size == 1:
+                if first or int(tt[0]) - subj.last_t <= subj.stale_min:
+                    return
+            elif (first or int(tt[0]) - subj.last_t <= subj.stale_min) and int(
+                np.diff(tt).max()
+            ) <= subj.stale_min:
+                return
         prev = tt[:-1] if first else np.concatenate(([subj.last_t], tt[:-1]))
         nxt = tt[1:] if first else tt
         if not prev.size:
@@ -761,9 +788,15 @@ class Engine:
         bucket_us = max(int(rule.window_s * _US) // _STUCK_BUCKETS, 1)
         bids = tt // bucket_us
         buckets = inst.buckets
-        if int(bids[0]) == int(bids[-1]) and buckets and buckets[-1][0] == int(bids[0]):
+        b0 = int(bids[0])
+        if b0 == int(bids[-1]) and buckets and buckets[-1][0] == b0:
             _, plo, phi = buckets[-1]  # the common case: still inside the current bucket
-            buckets[-1] = (int(bids[0]), min(plo, float(vv.min())), max(phi, float(vv.max())))
+            if vv.size == 1:
+                x = float(vv[0])
+                if not plo <= x <= phi:
+                    buckets[-1] = (b0, min(plo, x), max(phi, x))
+            else:
+                buckets[-1] = (b0, min(plo, float(vv.min())), max(phi, float(vv.max())))
             return
         cuts = np.flatnonzero(np.diff(bids)) + 1
         starts = np.concatenate(([0], cuts))
@@ -848,9 +881,8 @@ class Engine:
         lv = inst.levels
         if not m.size:
             return
-        finite = m[~np.isnan(m)]
-        m_max = float(finite.max()) if finite.size else -math.inf
-        if lv.quiet(m_max):
+        m_max = float(m[0]) if m.size == 1 else float(np.fmax.reduce(m))  # fmax skips NaN
+        if lv.quiet(-math.inf if math.isnan(m_max) else m_max):
             return
         for t, mm, v in zip(tt.tolist(), m.tolist(), raw.tolist(), strict=True):
             changed = lv.step(t, mm)

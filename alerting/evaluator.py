@@ -61,6 +61,17 @@ class Committed:
     statuses: list[tuple[str, str, bool, int]] = field(default_factory=list)
 
 
+def merge_committed(batches: list[Committed]) -> Committed:
+    """Several committed batches as one, in commit order (the engine sorts by time)."""
+    return Committed(
+        np.concatenate([np.asarray(b.keys, dtype=np.int64) for b in batches]),
+        np.concatenate([np.asarray(b.ts_us, dtype=np.int64) for b in batches]),
+        np.concatenate([np.asarray(b.values, dtype=np.float64) for b in batches]),
+        np.concatenate([np.asarray(b.qualities, dtype=np.int64) for b in batches]),
+        [st for b in batches for st in b.statuses],
+    )
+
+
 def scope_of(sites: tuple[str, ...]) -> str:
     """The checkpoint scope of a process: the sites it owns, or every site."""
     return ",".join(sorted(sites)) if sites else "*"
@@ -109,6 +120,11 @@ class Evaluator:
         self.readings = 0
 
     @property
+    def backlog(self) -> int:
+        """Batches waiting inside the evaluator (none: it evaluates as it is called)."""
+        return 0
+
+    @property
     def engine(self) -> Engine:
         """The running engine (after `start`)."""
         assert self._engine is not None  # noqa: S101 - start() comes first
@@ -128,6 +144,7 @@ class Evaluator:
                 return
 
     async def _start(self) -> None:
+        await self._store.lock_scope(self._scope)
         await self._store.register_pack(self._pack, self._body)
         sensors = await self._store.sensors(self._sites)
         engine = Engine(self._pack, sensors, await self._store.compliance())
@@ -274,7 +291,7 @@ class Evaluator:
             np.asarray(batch.qualities, dtype=np.int64),
             statuses=batch.statuses,
         )
-        self.readings += int(np.size(batch.keys))
+        self.readings += int(np.size(batch.keys))  # evaluated: counted once committed below
         await self._commit(events, force=force_save)
         return len(events)
 

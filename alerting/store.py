@@ -153,6 +153,7 @@ class AlertStore:
         self._schema = schema
         self._webhooks = tuple(webhooks)
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
+        self._scope_lock: str | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
         if self._conn is None or self._conn.closed:
@@ -160,8 +161,24 @@ class AlertStore:
                 self._url, autocommit=True, row_factory=dict_row, connect_timeout=5
             )
             await conn.execute(session_sql(self._schema))
+            if self._scope_lock is not None:
+                # Held as long as this session lives; taken again on every reconnect, so two
+                # evaluators of one scope never run at once (e.g. a killed service's worker
+                # still finishing while its successor starts).
+                await conn.execute(
+                    "SELECT pg_advisory_lock(hashtext(%s))", ("tungku-alerts:" + self._scope_lock,)
+                )
             self._conn = conn
         return self._conn
+
+    async def lock_scope(self, scope: str) -> None:
+        """Become the only evaluator of this scope (waits while another holds it)."""
+        self._scope_lock = scope
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+        async with self._guard():
+            pass
 
     async def close(self) -> None:
         """Close the connection."""
@@ -757,6 +774,32 @@ class AlertStore:
             ).fetchone()
         assert r is not None  # noqa: S101 - RETURNING gives a row
         return int(r["id"])
+
+    async def record_report(
+        self, *, site: str, period: str, due_us: int, submitted_us: int | None
+    ) -> None:
+        """Record a periodic report's due date and (when given) its submission."""
+        async with self._guard() as conn:
+            await conn.execute(
+                "INSERT INTO periodic_reports (site_id, period, due_at, submitted_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (site_id, period) DO UPDATE"
+                " SET due_at = excluded.due_at, submitted_at = excluded.submitted_at",
+                (
+                    site, period, to_dt(due_us),
+                    to_dt(submitted_us) if submitted_us is not None else None,
+                ),
+            )  # fmt: skip
+
+    async def set_identity(self, *, site: str, company: str, iui_number: str, estate: str) -> None:
+        """Set the facility's identity (company, IUI licence number, industrial estate)."""
+        async with self._guard() as conn:
+            await conn.execute(
+                "INSERT INTO facilities (site_id, company, iui_number, estate)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (site_id) DO UPDATE"
+                " SET company = excluded.company, iui_number = excluded.iui_number,"
+                " estate = excluded.estate, updated_at = now()",
+                (site, company, iui_number, estate),
+            )
 
     async def set_smk3_expiry(self, site: str, expires_on: date) -> None:
         """Set the site's SMK3 certificate expiry date (valid through that day)."""

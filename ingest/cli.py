@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psycopg
-import structlog
 
 from alerting import command as rules_command
 from alerting import console
@@ -27,7 +25,9 @@ from alerting.evaluator import Evaluator, now_utc, pack_path, read_pack
 from alerting.pack import PackError
 from alerting.store import AlertStore
 from alerting.webhook import WebhookError, WebhookSender, parse_endpoints
+from alerting.worker import EvaluatorProcess, WorkerConfig
 from ingest import migrate as migrations
+from ingest.logs import configure_logging
 from ingest.metrics import create_metrics, parse_metrics
 from ingest.registry import RegistryError, parse_site
 from ingest.service import IngestService
@@ -57,23 +57,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _configure_logging(settings: Settings) -> None:
-    level = getattr(logging, settings.log_level.upper())
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
-        if settings.log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    configure_logging(settings.log_format, settings.log_level)
 
 
 def _connect(settings: Settings) -> psycopg.Connection[Any]:
@@ -170,8 +154,22 @@ def cmd_ingest_run(args: argparse.Namespace, out: TextIO) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        evaluator = sender = None
-        if s.alerting:
+        evaluator: Evaluator | EvaluatorProcess | None = None
+        sender = None
+        if s.alerting and s.alert_worker:
+            evaluator = EvaluatorProcess(
+                WorkerConfig(
+                    database_url=s.database_url,
+                    schema=s.db_schema,
+                    rule_pack=str(pack_path(s.rule_pack)),
+                    sites=s.sites,
+                    webhooks=s.webhooks,
+                    log_format=s.log_format,
+                    log_level=s.log_level,
+                    batch_delay_s=s.alert_batch_delay_ms / 1000,
+                )
+            )
+        elif s.alerting:
             store = AlertStore(database_url=s.database_url, schema=s.db_schema, webhooks=hooks)
             evaluator = Evaluator(
                 store=store,
@@ -180,10 +178,8 @@ def cmd_ingest_run(args: argparse.Namespace, out: TextIO) -> int:
                 sites=s.sites,
                 pack_file=pack_path(s.rule_pack),
             )
-            if hooks:
-                sender = WebhookSender(
-                    database_url=s.database_url, schema=s.db_schema, endpoints=hooks
-                )
+        if s.alerting and hooks:
+            sender = WebhookSender(database_url=s.database_url, schema=s.db_schema, endpoints=hooks)
         await IngestService(
             settings=s, metrics=create_metrics(), evaluator=evaluator, webhooks=sender
         ).run(stop)

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -17,7 +18,7 @@ import pytest_asyncio
 from alerting import lifecycle
 from alerting.engine import ConditionEvent, EventKind
 from alerting.pack import Priority, Severity, default_pack_path, load_pack
-from alerting.store import NOTIFY_CHANNEL, ActionError, AlertStore, Subject
+from alerting.store import NOTIFY_CHANNEL, ActionError, AlertStore, Subject, to_us
 from alerting.webhook import WebhookEndpoint
 
 PACK = load_pack(default_pack_path())
@@ -270,3 +271,39 @@ async def test_operator_cli_acknowledges_and_lists(
 
 def _fields(ev: ConditionEvent) -> dict[str, Any]:
     return {f: getattr(ev, f) for f in ConditionEvent.__slots__}  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_facility_record_from_the_cli_escalates_by_late_report_and_expired_smk3(
+    store: AlertStore, database_url: str, db_schema: str
+) -> None:
+    """A report past due and not submitted, and an SMK3 certificate past its expiry, entered
+    with `tungku facility`, are what the engine sees as reasons to escalate at that time."""
+    steps = [
+        ("facility", "identity", "--site", "site-a", "--company", "PT Contoh Nikel",
+         "--iui", "IUI-123", "--estate", "IMIP"),
+        ("facility", "report", "--site", "site-a", "--period", "2026-S2",
+         "--due", "2026-07-31T00:00:00+00:00"),
+        ("facility", "smk3", "--site", "site-a", "--expires", "2026-09-30"),
+    ]  # fmt: skip
+    for args in steps:
+        done = cli(database_url, db_schema, *args)
+        assert done.returncode == 0, done.stderr
+    comp = await store.compliance()
+    july = to_us(datetime(2026, 7, 15, tzinfo=UTC))
+    august = to_us(datetime(2026, 8, 15, tzinfo=UTC))
+    october = to_us(datetime(2026, 10, 1, 0, 0, 1, tzinfo=UTC))
+    assert comp.escalation("site-a", "F1", july) == []
+    assert comp.escalation("site-a", "F1", august) == ["periodic report late: 2026-S2"]
+    assert comp.escalation("site-a", "F1", october) == [
+        "SMK3 certificate expired",
+        "periodic report late: 2026-S2",
+    ]
+    done = cli(
+        database_url, db_schema, "facility", "report", "--site", "site-a", "--period", "2026-S2",
+        "--due", "2026-07-31T00:00:00+00:00", "--submitted", "2026-08-20T00:00:00+00:00",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    comp = await store.compliance()
+    assert comp.escalation("site-a", "F1", august) == ["periodic report late: 2026-S2"]
+    assert comp.escalation("site-a", "F1", to_us(datetime(2026, 8, 21, tzinfo=UTC))) == []

@@ -769,7 +769,7 @@ def test_rules_show_prints_the_default_pack() -> None:
     """`tungku rules show` prints every rule of the shipped pack with its levels and sources."""
     out = _tungku("rules", "show")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("pack smelter-default 2026.11.1, effective 2026-12-01")
+    assert out.stdout.startswith("pack smelter-default 2026.11.1, effective 2026-11-15")
     for rule in DEFAULT.rules:
         assert f"\n{rule.id} " in out.stdout
     assert "[S: NIOSH ceiling 200 ppm]" in out.stdout
