@@ -7,10 +7,11 @@ evaluation loses nothing); evaluating each committed batch off the event loop; c
 resulting transitions together with the new checkpoint, retried while the database is away;
 and the housekeeping around it (registry and permit refresh, shelve expiry).
 
-Exactly once: the engine skips readings at or before each sensor's last evaluated one, and
-its checkpoint is saved in the same transaction as the journal entries it produced. After a
-crash the engine restarts from the checkpoint and re-evaluates exactly the readings after it,
-deriving the same transitions the journal is missing and none it already has.
+Exactly once: the engine skips readings at or before each sensor's last evaluated one; its
+checkpoint is saved every few seconds (in a transaction of its own or with transitions).
+After a crash the engine restarts from the checkpoint and re-evaluates exactly the readings
+after it, deriving again the transitions since then; each alert remembers the last engine
+event applied to it, so those already journaled are skipped and the missing ones applied.
 
 Rule pack changes: the pack file is checked every few seconds. A pack with any problem is
 refused (logged with every problem, counted in `pack_refusals`) and the running one stays in
@@ -30,6 +31,7 @@ import dataclasses
 import hashlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -111,6 +113,8 @@ class Evaluator:
         self._pack_file = pack_file
         self._refused: set[str] = set()  # sha256 of pack files already refused
         self._lock = asyncio.Lock()  # one engine operation at a time
+        self._ckpt = store.sibling()  # checkpoints go on a connection of their own
+        self._saving: asyncio.Task[None] | None = None
         self.pack_refusals = 0
         self._sites = sites
         self._scope = scope_of(sites)
@@ -298,30 +302,51 @@ class Evaluator:
     async def _commit(self, events: list[ConditionEvent], *, force: bool) -> None:
         now = time.monotonic()
         due = force or now - self._last_checkpoint >= _CHECKPOINT_EVERY_S
-        if not events and not due:
+        if events:
+            await self._retry(
+                lambda: self._store.apply(events, pack=self._pack, scope=self._scope, state=None)
+            )
+            self.events += len(events)
+            for e in events:
+                log.info(
+                    "alert",
+                    site=e.site,
+                    rule=e.rule_id,
+                    subject=e.subject,
+                    change=e.kind.value,
+                    severity=e.severity.value if e.severity else None,
+                    value=e.value,
+                )
+        if not due:
             return
+        # The state (megabytes: exposure windows, histories) is saved every few seconds on a
+        # connection of its own, while evaluation goes on: a restarted engine re-derives the
+        # transitions since its checkpoint, and each alert's engine mark makes the store
+        # apply them once. At most one save is in flight; `force` waits for it.
+        if self._saving is not None and not self._saving.done():
+            if not force:
+                return
+            await self._saving
         state = await asyncio.to_thread(self.engine.dump_state)
+        pack, scope = self._pack, self._scope
+        self._last_checkpoint = now
+        self._saving = asyncio.create_task(
+            self._retry(lambda: self._ckpt.save_state(scope=scope, pack=pack, state=state))
+        )
+        if force:
+            await self._saving
+
+    async def _retry(self, op: Callable[[], Awaitable[object]]) -> None:
         delay = 0.2
         while True:
             try:
-                await self._store.apply(events, pack=self._pack, scope=self._scope, state=state)
-                break
+                await op()
             except AlertStoreUnavailableError as exc:
                 log.warning("alert commit failed, will retry", error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
                 delay = min(delay * 2, 10.0)
-        self._last_checkpoint = now
-        self.events += len(events)
-        for e in events:
-            log.info(
-                "alert",
-                site=e.site,
-                rule=e.rule_id,
-                subject=e.subject,
-                change=e.kind.value,
-                severity=e.severity.value if e.severity else None,
-                value=e.value,
-            )
+            else:
+                return
 
     async def refresh(self) -> None:
         """Pick up new sensors and facility-record changes (permits, findings)."""
@@ -355,8 +380,11 @@ class Evaluator:
         """Save a final checkpoint (best effort) and close."""
         if self._engine is not None:
             try:
+                if self._saving is not None:
+                    await self._saving
                 state = self._engine.dump_state()
-                await self._store.apply([], pack=self._pack, scope=self._scope, state=state)
+                await self._ckpt.save_state(scope=self._scope, pack=self._pack, state=state)
             except AlertStoreError as exc:
                 log.warning("final engine checkpoint not saved", error=str(exc))
+        await self._ckpt.close()
         await self._store.close()

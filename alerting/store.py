@@ -81,6 +81,8 @@ class AlertRow:
     escalated_by: tuple[str, ...]
     pack_version: str
     first_active_us: int | None
+    #: The last engine event applied: (event time, order within that time); see `event_mark`.
+    engine_mark: tuple[int, int] = (-1, -1)
 
 
 def _row_state(r: Mapping[str, Any]) -> AlertState:
@@ -114,7 +116,24 @@ def _alert_row(r: Mapping[str, Any]) -> AlertRow:
         escalated_by=tuple(r["escalated_by"]),
         pack_version=r["pack_version"],
         first_active_us=to_us(r["first_active_at"]) if r["first_active_at"] else None,
+        engine_mark=(r["engine_mark_us"], r["engine_mark_ord"]),
     )
+
+
+_KIND_RANK: Final = {
+    EventKind.SUPPRESS: 0,
+    EventKind.ACTIVATE: 1,
+    EventKind.CLEAR: 2,
+    EventKind.UNSUPPRESS: 3,
+}
+
+
+def event_mark(ev: ConditionEvent) -> tuple[int, int]:
+    """An engine event's place in its alert's sequence: event time, then kind and severity.
+    The engine produces each alert's events in this order, so a re-derived event is one at
+    or before the alert's mark."""
+    sev = 0 if ev.severity is None else (1 if ev.severity is Severity.WARNING else 2)
+    return ev.at_us, _KIND_RANK[ev.kind] * 4 + sev
 
 
 def action_name(event: lifecycle.Event) -> str:
@@ -135,7 +154,8 @@ class Subject:
 _ALERT_COLS: Final = (
     "id, site_id, asset, rule_id, subject, title, state, condition_active, severity, priority,"
     " latched, acked, suppressed, out_of_service, shelved_until, shelve_reason, activations,"
-    " value, limit_value, escalated_by, pack_version, first_active_at, last_change_at"
+    " value, limit_value, escalated_by, pack_version, first_active_at, last_change_at,"
+    " engine_mark_us, engine_mark_ord"
 )
 
 
@@ -424,6 +444,14 @@ class AlertStore:
                 )
         return entries
 
+    def sibling(self) -> AlertStore:
+        """Another store on the same database and schema, with a connection of its own."""
+        return AlertStore(database_url=self._url, schema=self._schema)
+
+    async def save_state(self, *, scope: str, pack: Pack, state: bytes) -> None:
+        """Save the engine's checkpoint on its own (not with transitions)."""
+        await self.apply([], pack=pack, scope=scope, state=state)
+
     async def _apply(
         self,
         conn: psycopg.AsyncConnection[dict[str, Any]],
@@ -438,6 +466,11 @@ class AlertStore:
         for ev in events:
             key = ev.instance
             row = rows.get(key) or await self._lock_alert(conn, ev, pack)
+            mark = event_mark(ev)
+            if mark <= row.engine_mark:
+                rows[key] = row  # applied before a crash; re-derived since the checkpoint
+                continue
+            row = replace(row, engine_mark=mark)
             try:
                 tr = lifecycle.apply(row.state, lifecycle_event(ev))
             except lifecycle.LifecycleError as exc:  # engine events never raise; guard anyway
@@ -511,7 +544,7 @@ class AlertStore:
             " latched = %s, acked = %s, suppressed = %s, out_of_service = %s,"
             " shelved_until = %s, shelve_reason = %s, activations = %s, value = %s,"
             " limit_value = %s, escalated_by = %s, pack_version = %s, first_active_at = %s,"
-            " last_change_at = %s WHERE id = %s",
+            " last_change_at = %s, engine_mark_us = %s, engine_mark_ord = %s WHERE id = %s",
             (
                 s.state.value, s.condition_active, s.severity.value if s.severity else None,
                 s.priority.value, s.latched, s.acked, s.suppressed, s.out_of_service,
@@ -519,7 +552,7 @@ class AlertStore:
                 s.shelve_reason, s.activations, _finite(row.value), _finite(row.limit),
                 list(row.escalated_by), row.pack_version,
                 to_dt(row.first_active_us) if row.first_active_us is not None else None,
-                to_dt(s.last_change_us), row.id,
+                to_dt(s.last_change_us), row.engine_mark[0], row.engine_mark[1], row.id,
             ),
         )  # fmt: skip
 

@@ -49,7 +49,7 @@ class WorkerConfig:
     webhooks: tuple[tuple[str, str, str], ...]
     log_format: str
     log_level: str
-    batch_delay_s: float = 0.1
+    batch_delay_s: float = 0.05
 
 
 class WorkerError(RuntimeError):

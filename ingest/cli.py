@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,7 +23,7 @@ from alerting import command as rules_command
 from alerting import console
 from alerting.evaluator import Evaluator, now_utc, pack_path, read_pack
 from alerting.pack import PackError
-from alerting.store import AlertStore
+from alerting.store import AlertStore, AlertStoreError
 from alerting.webhook import WebhookError, WebhookSender, parse_endpoints
 from alerting.worker import EvaluatorProcess, WorkerConfig
 from ingest import migrate as migrations
@@ -188,6 +188,43 @@ def cmd_ingest_run(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+# --- simulate ---------------------------------------------------------------------------------
+
+
+def _permits_opener(args: argparse.Namespace) -> Callable[[dict[str, Any]], None]:
+    """Record a scenario's permits in the facility record before it plays."""
+
+    def open_permits(line: dict[str, Any]) -> None:
+        permits = line.get("permits") or []
+        if not permits:
+            return
+        s = _settings(args)
+
+        async def main() -> None:
+            store = AlertStore(database_url=s.database_url, schema=s.db_schema)
+            try:
+                for p in permits:
+                    pid = await store.open_permit(
+                        site=p["site"],
+                        asset=p["asset"],
+                        areas=p["areas"],
+                        opened_us=p["open_ms"] * 1000,
+                        closed_us=None if p["close_ms"] is None else p["close_ms"] * 1000,
+                        issued_by=f"simulator scenario {line['scenario']}",
+                    )
+                    sys.stderr.write(f"tungku simulate: permit {pid} recorded on {p['asset']}\n")
+            finally:
+                await store.close()
+
+        try:
+            asyncio.run(main())
+        except AlertStoreError as exc:
+            raise CliError(f"cannot record the scenario's permits: {exc}") from None
+        time.sleep(3.0)  # a running service refreshes the facility record every 2 s
+
+    return open_permits
+
+
 # --- monitor ----------------------------------------------------------------------------------
 
 
@@ -344,7 +381,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="simulate smelter gateways publishing readings")
     sim_command.add_arguments(sim)
-    sim.set_defaults(func=lambda args, out: sim_command.run(args))
+    sim.add_argument(
+        "--no-permits",
+        action="store_true",
+        help="with --scenario: do not record the scenario's hot-work permits in the database "
+        "(by default they are recorded, then the command waits 3 s for a running service to "
+        "pick them up)",
+    )
+    sim.set_defaults(
+        func=lambda args, out: sim_command.run(
+            args, before_publish=None if args.no_permits else _permits_opener(args)
+        )
+    )
 
     fleet = sub.add_parser("fleet", help="simulator fleets", description="Simulator fleets.")
     fleetsub = fleet.add_subparsers(dest="fleet_command", required=True, metavar="ACTION")

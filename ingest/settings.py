@@ -72,7 +72,7 @@ class Settings:
     alert_worker: bool = True
     #: The worker evaluates what was committed within this long in one call: its cost is
     #: mostly per sensor per call (measured: 400 readings a call 6 ms, 100k a call 115 ms).
-    alert_batch_delay_ms: int = 100
+    alert_batch_delay_ms: int = 50
     #: Rule pack file; empty: the smelter pack shipped with Tungku.
     rule_pack: str = ""
     #: Longest an operator may shelve an alert.

@@ -106,7 +106,7 @@ def test_killed_mid_scenario_the_service_raises_each_alert_once_and_matches_repl
     sim = subprocess.Popen(
         [
             sys.executable, "-m", "ingest.cli", "simulate", "--port", str(broker.port),
-            "--scenario", sc.name, "--seed", str(SEED), "--start-ms", str(start_ms),
+            "--scenario", sc.name, "--no-permits", "--seed", str(SEED), "--start-ms", str(start_ms),
             "--speed", "3000", "--quiet",
         ],
         stdout=subprocess.PIPE,
@@ -158,6 +158,7 @@ def test_replay_with_another_pack_shows_what_a_rule_change_would_have_done(
     svc.start()
     sim = _tungku(
         dict(svc.env), "simulate", "--port", str(broker.port), "--scenario", sc.name,
+        "--no-permits",
         "--seed", str(SEED), "--start-ms", str(start_ms), "--speed", "100000", "--quiet",
     )  # fmt: skip
     assert sim.returncode == 0, sim.stderr
@@ -292,6 +293,7 @@ def test_operator_flow_latch_shelve_suppression_and_escalation(
     svc.start()
     sim = _tungku(
         env, "simulate", "--port", str(broker.port), "--scenario", sc.name, "--seed", str(SEED),
+        "--no-permits",
         "--start-ms", str(start_ms), "--speed", "100000", "--quiet",
     )  # fmt: skip
     assert sim.returncode == 0, sim.stderr
@@ -366,6 +368,7 @@ def test_a_stopped_furnace_records_energised_rules_as_suppressed(
     svc.start()
     sim = _tungku(
         dict(svc.env), "simulate", "--port", str(broker.port), "--scenario", sc.name,
+        "--no-permits",
         "--seed", str(SEED), "--start-ms", str(start_ms), "--speed", "100000", "--quiet",
     )  # fmt: skip
     assert sim.returncode == 0, sim.stderr

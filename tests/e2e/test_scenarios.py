@@ -102,6 +102,7 @@ def test_scenario_raises_its_expected_alerts_in_time(
     svc.start()
     out = _simulate(
         broker, "--scenario", name, "--seed", str(SEED), "--start-ms", str(start_ms),
+        "--no-permits",
         "--speed", SPEED, "--quiet",
     )  # fmt: skip
     wait_for(all_stored(db, out), 120, "every acknowledged reading to be stored")

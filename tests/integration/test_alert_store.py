@@ -307,3 +307,20 @@ async def test_facility_record_from_the_cli_escalates_by_late_report_and_expired
     comp = await store.compliance()
     assert comp.escalation("site-a", "F1", august) == ["periodic report late: 2026-S2"]
     assert comp.escalation("site-a", "F1", to_us(datetime(2026, 8, 21, tzinfo=UTC))) == []
+
+
+@pytest.mark.asyncio
+async def test_events_rederived_after_a_crash_are_applied_once(store: AlertStore) -> None:
+    """An engine restarted from an older checkpoint derives again the events since then;
+    the ones already applied are skipped, the new ones applied, so each is journaled once."""
+    first = [activate(T0), clear(T0 + 1_000_000)]
+    await store.apply(first, pack=PACK, scope="*", state=None)
+    again = [*first, activate(T0 + 2_000_000)]  # replayed from the older checkpoint
+    entries = await store.apply(again, pack=PACK, scope="*", state=None)
+    assert [e["at_us"] for e in entries] == [T0 + 2_000_000]
+    rows = await store.journal_rows()
+    assert [(r["action"], r["at_us"]) for r in rows] == [
+        ("activate", T0),
+        ("clear", T0 + 1_000_000),
+        ("activate", T0 + 2_000_000),
+    ]

@@ -30,7 +30,10 @@ def test_help_lists_every_subcommand() -> None:
     """`tungku --help` names each subcommand, and each has its own help."""
     out = tungku("--help")
     assert out.returncode == 0
-    for cmd in ("db", "registry", "ingest", "monitor", "rejects", "simulate", "fleet"):
+    for cmd in (
+        "db", "registry", "ingest", "monitor", "rejects", "simulate", "fleet", "rules",
+        "alert", "journal", "permit", "facility", "replay",
+    ):  # fmt: skip
         assert cmd in out.stdout
     for sub in (
         ["db", "migrate"],
@@ -40,6 +43,12 @@ def test_help_lists_every_subcommand() -> None:
         ["rejects"],
         ["simulate"],
         ["fleet", "export"],
+        ["rules", "check"],
+        ["alert", "shelve"],
+        ["journal", "verify"],
+        ["permit", "open"],
+        ["facility", "report"],
+        ["replay"],
     ):
         h = tungku(*sub, "--help")
         assert h.returncode == 0, h.stderr
