@@ -61,13 +61,14 @@ _DERIVED_PAIRS: Final = {
     "panel_dt": ("cw_supply_temp", "cw_return_temp"),
     "cw_imbalance": ("cw_supply_flow", "cw_return_flow"),
 }
-_PAIR_HORIZON_US: Final = 120 * _US
+_PAIR_HORIZON_US: Final = 120 * _US  # unmatched halves of a pair older than this are dropped
 _STUCK_BUCKETS: Final = 10  # a stuck window is judged in tenths
 _MAX_PLANT_CHANGES: Final = 1000  # furnace state changes remembered per furnace
 _TWA_S: Final = 28_800.0  # NAB: 8-hour time-weighted average [S: Permenaker 5/2018]
 _STEL_S: Final = 900.0  # PSD: 15-minute short-term average [S: Permenaker 5/2018]
 #: An exposure average is judged once this share of its window is covered by readings [A].
-_MIN_COVERAGE: Final = 0.5  # unmatched halves of a pair older than this are dropped
+_MIN_COVERAGE: Final = 0.5
+_TWA_EVERY: Final = 6  # buckets between judgements of an 8-hour average
 
 
 class EngineError(RuntimeError):
@@ -933,19 +934,26 @@ class Engine:
         mask = self._permit_mask(inst, rule, tt)
         allowed = mask.tolist() if mask is not None else [True] * tt.size
         base, base_t, first_t = inst.base, inst.base_t, inst.first_t
-        for t, v, ok in zip(tt.tolist(), vv.tolist(), allowed, strict=True):
+        # The smoothing weight of each reading, elementwise (the same whatever the batching):
+        # a = 1 - exp(-dt / tau), dt from the reading before.
+        prev_t = np.concatenate(([base_t if first_t >= 0 else int(tt[0])], tt[:-1]))
+        weights = (1.0 - np.exp(-(tt - prev_t) / tau_us)).tolist()
+        lowest = min(lv.limits)
+        sign = 1 if rule.measure == "rise" else -1 if rule.measure == "fall" else 0
+        for t, v, a, ok in zip(tt.tolist(), vv.tolist(), weights, allowed, strict=True):
             if first_t < 0:
                 first_t, base, base_t = t, v, t
                 continue
             d = v - base
-            m = d if rule.measure == "rise" else -d if rule.measure == "fall" else abs(d)
-            if t - first_t >= warm_us:
+            m = d * sign if sign else abs(d)
+            quiet = not lv.active and lv.since[0] < 0 and lv.since[1] < 0
+            if t - first_t >= warm_us and not (quiet and m < lowest):
                 changed = lv.step(t, m if ok else -math.inf)
                 if changed is not None:
                     self._emit_level(subj, inst, rule, changed, t, v, out, limit_base=base)
+                quiet = not lv.active and lv.since[0] < 0 and lv.since[1] < 0
             # The baseline does not learn a fault: frozen while the condition holds.
-            if not lv.active and lv.since[0] < 0 and lv.since[1] < 0:
-                a = 1.0 - math.exp(-(t - base_t) / tau_us)
+            if quiet:
                 base += a * (v - base)
             base_t = t
         inst.base, inst.base_t, inst.first_t = base, base_t, first_t
@@ -970,7 +978,10 @@ class Engine:
         ends = [*cuts.tolist(), int(bids.size)]
         for a, b in zip(starts, ends, strict=True):
             bid = int(bids[a])
-            if inst.exp_bucket >= 0 and bid > inst.exp_bucket:
+            # Judged when a bucket completes: the 15-min average every bucket (10 s), the
+            # 8-hour one every sixth (a minute; it cannot move much in between).
+            every = _TWA_EVERY if rule.measure == "twa_8h" else 1
+            if inst.exp_bucket >= 0 and bid // every > inst.exp_bucket // every:
                 # The previous bucket is complete: judge the window as of its last reading,
                 # once at least half of the window is covered (a few seconds at 30 ppm are
                 # not an 8-hour average). With less, the state holds: a gap never clears.

@@ -677,8 +677,9 @@ def test_steady_co_raises_the_twa_rule_at_critical() -> None:
     )
     assert ev.value == pytest.approx(30.0)
     assert ev.limit == 25.0
-    # The last reading of the first complete 10-s bucket with 4 h covered.
-    assert ev.at_us == T0 + 14_408 * US
+    # An 8-h average is judged each minute: the first judgement with 4 h covered is at the
+    # last reading of the minute after 4 h (14,458 s).
+    assert ev.at_us == T0 + 14_458 * US
 
 
 @pytest.mark.parametrize(
