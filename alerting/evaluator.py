@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from alerting.engine import ConditionEvent, Engine, EngineError, EventKind
+from alerting.engine import ConditionEvent, Engine, EngineError, EventKind, SensorInfo
 from alerting.pack import Pack, PackError, Priority, default_pack_path, load_pack, parse_pack
 from alerting.store import AlertStore, AlertStoreError, AlertStoreUnavailableError
 
@@ -61,6 +61,9 @@ class Committed:
     values: npt.ArrayLike
     qualities: npt.ArrayLike
     statuses: list[tuple[str, str, bool, int]] = field(default_factory=list)
+    #: Batches were not handed over (the worker was behind): evaluate what the database holds
+    #: after the engine's watermarks first. Carries the dropped batches' status changes.
+    catch_up: bool = False
 
 
 def merge_committed(batches: list[Committed]) -> Committed:
@@ -71,6 +74,7 @@ def merge_committed(batches: list[Committed]) -> Committed:
         np.concatenate([np.asarray(b.values, dtype=np.float64) for b in batches]),
         np.concatenate([np.asarray(b.qualities, dtype=np.int64) for b in batches]),
         [st for b in batches for st in b.statuses],
+        catch_up=any(b.catch_up for b in batches),
     )
 
 
@@ -174,16 +178,7 @@ class Evaluator:
                 log.info("alerting started on a rebuilt engine", pack=self._pack.version)
                 return
         self._engine = engine
-        caught_up = 0
-        if resumed:
-            marks = engine.watermarks()
-            if marks:
-                floor = min(marks.values())
-                for s in sensors:
-                    marks.setdefault(s.key, floor)
-                async for keys, ts, vals, qual in self._store.readings_after(marks):
-                    await self._evaluate(Committed(keys, ts, vals, qual), force_save=False)
-                    caught_up += int(np.size(keys))
+        caught_up = await self._catch_up(sensors) if resumed else 0
         await self._commit([], force=True)
         log.info(
             "alerting started",
@@ -197,7 +192,23 @@ class Evaluator:
     async def evaluate(self, batch: Committed) -> int:
         """Evaluate one committed batch and commit its transitions; returns the events."""
         async with self._lock:
+            if batch.catch_up:
+                await self._catch_up(await self._store.sensors(self._sites))
             return await self._evaluate(batch, force_save=False)
+
+    async def _catch_up(self, sensors: list[SensorInfo]) -> int:
+        """Evaluate the readings committed after each sensor's last evaluated one."""
+        marks = self.engine.watermarks()
+        if not marks:
+            return 0
+        floor = min(marks.values())
+        for s in sensors:
+            marks.setdefault(s.key, floor)
+        n = 0
+        async for keys, ts, vals, qual in self._store.readings_after(marks):
+            await self._evaluate(Committed(keys, ts, vals, qual), force_save=False)
+            n += int(np.size(keys))
+        return n
 
     async def check_pack(self) -> None:
         """Switch to the pack file's new content when it is valid and in force; otherwise

@@ -5,11 +5,13 @@ a spawned child, and the child's life. Measured (bench/alert_bench.py): in the i
 process, evaluation shared one interpreter lock with decoding and committing and cost most
 of the ingest rate; in a process of its own it competes for CPU only.
 
-The parent puts each committed batch on a bounded queue (a full queue holds the writers
-back, so memory stays bounded) and reads progress reports from the child: readings
-evaluated, condition events, refused packs. The child drains whatever is queued into one
-evaluation (the engine's cost is mostly per sensor per call). Exactly once holds across the
-process boundary as across a crash: batches lost with a dead child were committed, and the
+The parent puts each committed batch on a bounded queue and reads progress reports from the
+child: readings evaluated, condition events, refused packs. When the queue is full the batch
+is not handed over: the child is told to read what it missed from the database, where it is
+committed. So ingest never waits for alerting, and memory stays bounded. The child takes
+what arrives within `batch_delay_s` into one evaluation (the engine's cost is mostly per
+sensor per call), and runs below ingest in the scheduler (nice 10). Exactly once holds across
+the process boundary as across a crash: batches lost with a dead child were committed, and the
 restarted child evaluates them from the database after its checkpoint; batches it sees twice
 are skipped by the engine. A dead child is restarted with back-off, and the parent logs it.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import os
 import queue
 import time
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from multiprocessing.context import SpawnProcess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import structlog
 
 from alerting.evaluator import Committed, Evaluator, merge_committed, read_pack
@@ -35,6 +39,7 @@ from alerting.webhook import parse_endpoints
 log = structlog.get_logger("tungku.alerting")
 
 _QUEUE_BATCHES = 16
+_NICE = 10
 _READY_TIMEOUT_S = 600.0  # a child catching up on a long backlog may take a while
 
 
@@ -69,7 +74,8 @@ class EvaluatorProcess:
         self.readings = 0
         self.events = 0
         self.pack_refusals = 0
-        self.sent = 0  # readings handed to the child
+        self.via_database = 0  # batches the child read from the database instead
+        self._overflow: Committed | None = None
 
     @property
     def backlog(self) -> int:
@@ -114,16 +120,36 @@ class EvaluatorProcess:
             self.pack_refusals = refusals
 
     async def evaluate(self, batch: Committed) -> int:
-        """Hand a committed batch to the child (waits while its queue is full); 0 events
-        now — they are reported as the child evaluates."""
-        while True:
-            await self._ensure_alive()
-            try:
-                self._in.put_nowait(batch)
-            except queue.Full:
-                await asyncio.sleep(0.002)  # back-pressure: the child is behind
-                continue
+        """Hand a committed batch to the child; 0 events now (the child reports them).
+
+        Never waits: when the child's queue is full, the batch is not handed over and the
+        child is told to read what it missed from the database (where it is committed)
+        once there is room. Ingest never waits for alerting; memory stays bounded."""
+        await self._ensure_alive()
+        if self._overflow is not None and not self._flush_overflow():
+            self._overflow.statuses.extend(batch.statuses)
+            self.via_database += 1
             return 0
+        try:
+            self._in.put_nowait(batch)
+        except queue.Full:
+            empty = np.empty(0, dtype=np.int64)
+            self._overflow = Committed(
+                empty, empty, np.empty(0), empty, list(batch.statuses), catch_up=True
+            )
+            self.via_database += 1
+        return 0
+
+    def _flush_overflow(self) -> bool:
+        """Queue the pending catch-up request; True when it is queued."""
+        if self._overflow is None:
+            return True
+        try:
+            self._in.put_nowait(self._overflow)
+        except queue.Full:
+            return False
+        self._overflow = None
+        return True
 
     async def _ensure_alive(self) -> None:
         if self._proc is not None and self._proc.is_alive():
@@ -138,6 +164,7 @@ class EvaluatorProcess:
     async def housekeep(self, stop: asyncio.Event) -> None:
         """Read the child's progress reports; restart it if it died."""
         while not stop.is_set():
+            self._flush_overflow()
             while (msg := self._get(0)) is not None:
                 self._account(msg)
             if self._proc is not None and not self._proc.is_alive():
@@ -151,6 +178,9 @@ class EvaluatorProcess:
         if proc is None:
             return
         with contextlib.suppress(Exception):  # the queue may be broken if the child died
+            if self._overflow is not None:
+                await asyncio.to_thread(self._in.put, self._overflow, True, 5.0)
+                self._overflow = None
             await asyncio.to_thread(self._in.put, None, True, 5.0)
         await asyncio.to_thread(proc.join, 15.0)
         while (msg := self._get(0)) is not None:
@@ -166,6 +196,10 @@ def child_main(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
     from ingest.logs import configure_logging  # noqa: PLC0415 - the child's own setup
 
     configure_logging(cfg.log_format, cfg.log_level)
+    # Below ingest in the scheduler: when the cores are short, storing readings (and so
+    # acknowledging them) goes first; the worker then takes larger bites, which cost it less
+    # per reading, and catches up.
+    os.nice(_NICE)
     asyncio.run(_child(cfg, inbox, outbox))
 
 
@@ -225,17 +259,11 @@ async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
                 batches = [b for b in items if b is not None]
                 if batches:
                     merged = batches[0] if len(batches) == 1 else merge_committed(batches)
-                    n = sum(int(_size(b.keys)) for b in batches)
+                    before = ev.readings
                     events = await ev.evaluate(merged)
-                    outbox.put(("done", n, events, ev.pack_refusals))
+                    outbox.put(("done", ev.readings - before, events, ev.pack_refusals))
                 if items[-1] is None:
                     break
         finally:
             stop.set()
     await ev.close()
-
-
-def _size(keys: Any) -> int:
-    import numpy as np  # noqa: PLC0415 - only for counting
-
-    return int(np.size(keys))

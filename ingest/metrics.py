@@ -42,6 +42,7 @@ class IngestMetrics:
     alert_errors: Counter
     alert_backlog: Gauge
     pack_refusals: Gauge
+    alert_via_database: Gauge
 
 
 def create_metrics() -> IngestMetrics:
@@ -134,6 +135,12 @@ def create_metrics() -> IngestMetrics:
         ),
         alert_backlog=Gauge(
             "tungku_alert_backlog", "Committed batches waiting for the rule engine", registry=r
+        ),
+        alert_via_database=Gauge(
+            "tungku_alert_batches_via_database",
+            "Committed batches the alert worker read back from the database because it was "
+            "behind (ingest never waits for alerting)",
+            registry=r,
         ),
         pack_refusals=Gauge(
             "tungku_rule_pack_refusals",

@@ -407,6 +407,7 @@ class IngestService:
         m.alert_events.inc(max(0, ev.events - self._sample("tungku_alert_events_total")))
         m.alert_backlog.set(self._committed.qsize() + ev.backlog)
         m.pack_refusals.set(ev.pack_refusals)
+        m.alert_via_database.set(getattr(ev, "via_database", 0))
 
     async def _registry_loop(self, store: ReadingStore, stop: asyncio.Event) -> None:
         while not stop.is_set():
