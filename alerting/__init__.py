@@ -1,5 +1,8 @@
-"""Alerting: rules, detectors, the alarm lifecycle and the compliance record.
+"""Alerting: rule packs, the rule engine, the ISA-18.2 alarm lifecycle, the journal, the
+facility record as alerting sees it, and delivery of transitions.
 
-Empty in this release: ingestion comes first. The rule pack, exposure limits and the ISA-18.2
-alarm lifecycle arrive with the next issue and will run on committed readings.
+Pure modules (no I/O, no clock): `pack`, `engine`, `exposure`, `lifecycle`, `journal`,
+`compliance`, `replay`. Adapters: `store` (PostgreSQL), `webhook` (HTTP). Wiring: `evaluator`
+(the engine on committed batches, checkpoints, pack changes), `worker` (the evaluator in a
+child process of the ingest service), `command` and `console` (the `tungku` subcommands).
 """

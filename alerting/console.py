@@ -110,8 +110,10 @@ def add_arguments(sub: Any, common: Callable[[argparse.ArgumentParser], None]) -
     ver = jsub.add_parser(
         "verify",
         help="recompute the journal's hash chain",
-        description="Recompute every entry's hash; exit 1 naming the first altered, missing "
-        "or reordered entry.",
+        description="Recompute every journal entry's hash (sha256 of the previous hash and the "
+        "entry) in the database of the settings (TUNGKU_DATABASE_URL, TUNGKU_DB_SCHEMA or "
+        "--config) and compare with the chain's head. Exit 0 when intact; 1, naming each "
+        "altered, missing or reordered entry, when not.",
     )
     common(ver)
     ver.set_defaults(console=cmd_journal_verify)

@@ -480,7 +480,11 @@ class Engine:
             state = self._gw_off.get(key)
             if online:
                 if state is not None:
-                    del self._gw_off[key]
+                    # Offline for longer than the on-delay, in event time: it is raised even
+                    # when both statuses come in one batch (the result must not depend on
+                    # batching), then cleared.
+                    self._raise_gateway(site, gw, rule, t, out)
+                    state = self._gw_off.pop(key)
                     if state[1]:
                         out.append(
                             ConditionEvent(

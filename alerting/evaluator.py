@@ -140,16 +140,7 @@ class Evaluator:
 
     async def start(self) -> None:
         """Build the engine, resume from the checkpoint and catch up; retries the database."""
-        delay = 0.5
-        while True:
-            try:
-                await self._start()
-            except AlertStoreUnavailableError as exc:
-                log.warning("alerting waits for the database", error=str(exc), retry_in_s=delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
-                delay = min(delay * 2, 10.0)
-            else:
-                return
+        await self._retry(self._start, what="alerting waits for the database", delay=0.5)
 
     async def _start(self) -> None:
         await self._store.lock_scope(self._scope)
@@ -347,13 +338,19 @@ class Evaluator:
         if force:
             await self._saving
 
-    async def _retry(self, op: Callable[[], Awaitable[object]]) -> None:
-        delay = 0.2
+    async def _retry(
+        self,
+        op: Callable[[], Awaitable[object]],
+        *,
+        what: str = "alert commit failed, will retry",
+        delay: float = 0.2,
+    ) -> None:
+        """Run op, retrying with jittered back-off while the database is unavailable."""
         while True:
             try:
                 await op()
             except AlertStoreUnavailableError as exc:
-                log.warning("alert commit failed, will retry", error=str(exc), retry_in_s=delay)
+                log.warning(what, error=str(exc), retry_in_s=delay)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter
                 delay = min(delay * 2, 10.0)
             else:

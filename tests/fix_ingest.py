@@ -3,6 +3,7 @@ so tests can kill it with SIGKILL, and a few helpers shared by integration and e
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,9 +19,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from alerting.store import AlertStore
 from ingest.metrics import parse_metrics
 from ingest.registry import Gateway, Sensor, Site
 from ingest.store import load_site
+from simulator.scenario import Scenario
 from tests.fix_broker import free_port
 
 
@@ -107,6 +110,28 @@ def evaluated(svc: IngestProcess) -> Callable[[], bool]:
         )
 
     return done
+
+
+def open_scenario_permits(database_url: str, schema: str, sc: Scenario, start_ms: int) -> None:
+    """Record a scenario's hot-work permits in the test schema, for a run starting at
+    start_ms (so the engine sees them from its first reading)."""
+
+    async def run() -> None:
+        store = AlertStore(database_url=database_url, schema=schema)
+        try:
+            for p in sc.permits:
+                await store.open_permit(
+                    site=sc.site,
+                    asset=p.asset,
+                    areas=p.areas,
+                    opened_us=(start_ms + p.open_s * 1000) * 1000,
+                    closed_us=None if p.close_s is None else (start_ms + p.close_s * 1000) * 1000,
+                    issued_by="test",
+                )
+        finally:
+            await store.close()
+
+    asyncio.run(run())
 
 
 class IngestProcess:

@@ -30,7 +30,15 @@ from ingest.registry import Gateway, Sensor, Site
 from simulator.fleet import load_scenario_fleet
 from simulator.scenario import scenario
 from tests.fix_broker import Broker
-from tests.fix_ingest import IngestProcess, all_stored, evaluated, register, scalar, wait_for
+from tests.fix_ingest import (
+    IngestProcess,
+    all_stored,
+    evaluated,
+    open_scenario_permits,
+    register,
+    scalar,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -350,20 +358,7 @@ def test_a_stopped_furnace_records_energised_rules_as_suppressed(
     on record, never shown as active — while the hot-work interlock fires."""
     sc = scenario("hot-work")
     start_ms = int(time.time() * 1000) - sc.duration_s * 1000 - 60_000
-    store = AlertStore(database_url=database_url, schema=db_schema)
-
-    async def permits() -> None:
-        try:
-            for p in sc.permits:
-                await store.open_permit(
-                    site=sc.site, asset=p.asset, areas=p.areas,
-                    opened_us=(start_ms + p.open_s * 1000) * 1000, closed_us=None,
-                    issued_by="test",
-                )  # fmt: skip
-        finally:
-            await store.close()
-
-    asyncio.run(permits())
+    open_scenario_permits(database_url, db_schema, sc, start_ms)
     svc = ingest_factory(mqtt_port=broker.port, sites=[scenario_site])
     svc.start()
     sim = _tungku(

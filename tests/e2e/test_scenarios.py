@@ -5,7 +5,6 @@ times and none of its forbidden ones. A normal accelerated day raises no process
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -16,11 +15,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from alerting.store import AlertStore, to_us
+from alerting.store import to_us
 from simulator.fleet import load_scenario_fleet
 from simulator.scenario import ObservedAlert, check, scenario
 from tests.fix_broker import Broker
-from tests.fix_ingest import IngestProcess, all_stored, evaluated, register, scalar, wait_for
+from tests.fix_ingest import (
+    IngestProcess,
+    all_stored,
+    evaluated,
+    open_scenario_permits,
+    register,
+    scalar,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -81,23 +88,7 @@ def test_scenario_raises_its_expected_alerts_in_time(
     _setup(database_url, db_schema)
     start_ms = int(time.time() * 1000) - sc.duration_s * 1000 - 60_000
     # The facility record first (the hot-work permit), so the engine starts with it.
-    store = AlertStore(database_url=database_url, schema=db_schema)
-
-    async def permits() -> None:
-        try:
-            for p in sc.permits:
-                await store.open_permit(
-                    site=sc.site,
-                    asset=p.asset,
-                    areas=p.areas,
-                    opened_us=(start_ms + p.open_s * 1000) * 1000,
-                    closed_us=None if p.close_s is None else (start_ms + p.close_s * 1000) * 1000,
-                    issued_by="test",
-                )
-        finally:
-            await store.close()
-
-    asyncio.run(permits())
+    open_scenario_permits(database_url, db_schema, sc, start_ms)
     svc = ingest_factory(mqtt_port=broker.port, sites=[sc.site])
     svc.start()
     out = _simulate(

@@ -869,6 +869,22 @@ def test_gateway_on_delay_rides_through_a_short_outage() -> None:
     assert engine.process([], [], [], [], statuses=statuses) == []
 
 
+def test_gateway_outage_longer_than_the_on_delay_is_raised_however_batched() -> None:
+    """Offline for 2 min then online: raised at offline + on-delay and cleared at online,
+    whether both statuses come in one batch or in two."""
+    statuses = [("s1", "g1", False, T0 + 100 * US), ("s1", "g1", True, T0 + 220 * US)]
+    one = Engine(only("health.gateway"), [sensor(0, "g")])
+    together = one.process([], [], [], [], statuses=statuses)
+    two = Engine(only("health.gateway"), [sensor(0, "g")])
+    split = two.process([], [], [], [], statuses=statuses[:1])
+    split += two.process([], [], [], [], statuses=statuses[1:])
+    assert [(e.kind, e.at_us) for e in together] == [
+        (EventKind.ACTIVATE, T0 + 110 * US),
+        (EventKind.CLEAR, T0 + 220 * US),
+    ]
+    assert together == split
+
+
 def test_redelivered_gateway_status_raises_nothing() -> None:
     """A status older than the last one applied for that gateway changes nothing."""
     engine = Engine(GW, [sensor(0, "g")])
