@@ -146,6 +146,8 @@ def fresh_schema(url: str, *sites: Site) -> Iterator[str]:
 def ingest(
     url: str, schema: str, port: int, log_dir: Path, site: str = SITE, **settings: object
 ) -> IngestProcess:
+    # Ingest alone: what alerting costs on top is bench/alert_bench.py's measurement.
+    settings.setdefault("alerting", "false")
     return IngestProcess(
         database_url=url,
         schema=schema,
