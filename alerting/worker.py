@@ -13,7 +13,8 @@ what arrives within `batch_delay_s` into one evaluation (the engine's cost is mo
 sensor per call), and runs a little below ingest in the scheduler (nice 5). Exactly once
 holds across the process boundary as across a crash: batches lost with a dead child were
 committed, and the restarted child evaluates them from the database after its checkpoint;
-batches it sees twice are skipped by the engine. A dead child is restarted with back-off, and the parent logs it.
+batches it sees twice are skipped by the engine. A dead child is restarted with back-off,
+and the parent logs it.
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from ingest.registry import dump_site
 from simulator.fleet import (
@@ -293,8 +295,11 @@ def _prepare_scenario(
     return fleet, config, played, scenario_document(played, start_ms, seed)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run `tungku simulate`; return the process exit code."""
+def run(
+    args: argparse.Namespace, before_publish: Callable[[dict[str, Any]], None] | None = None
+) -> int:
+    """Run `tungku simulate`; return the process exit code. With a scenario, `before_publish`
+    gets its timeline line (permits included) before anything is published."""
     if args.list_scenarios:
         return _list(args)
     source: ReadingSource | None = None
@@ -321,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
             "permits": doc["permits"],
         }
         print(json.dumps(line, ensure_ascii=False), flush=True)  # noqa: T201 -- for the DB side
+        if before_publish is not None:
+            before_publish(line)
         if args.expectations_out is not None:
             try:
                 _write_json(args.expectations_out, doc)
