@@ -8,7 +8,7 @@ resulting transitions together with the new checkpoint, retried while the databa
 and the housekeeping around it (registry and permit refresh, shelve expiry).
 
 Exactly once: the engine skips readings at or before each sensor's last evaluated one; its
-checkpoint is saved every few seconds (in a transaction of its own or with transitions).
+checkpoint is saved every 30 s, on a connection of its own.
 After a crash the engine restarts from the checkpoint and re-evaluates exactly the readings
 after it, deriving again the transitions since then; each alert remembers the last engine
 event applied to it, so those already journaled are skipped and the missing ones applied.
@@ -46,7 +46,9 @@ from alerting.store import AlertStore, AlertStoreError, AlertStoreUnavailableErr
 
 log = structlog.get_logger("tungku.alerting")
 
-_CHECKPOINT_EVERY_S = 5.0
+#: Pickling the state (2-5 MB) holds the worker ~40-80 ms; every 5 s it showed in the alert
+#: latency p99 (373 ms), every 30 s it does not (171 ms). Marks keep restarts exact either way.
+_CHECKPOINT_EVERY_S = 30.0
 _REFRESH_EVERY_S = 2.0
 #: History replayed into a new pack's engine: the longest window (8-h TWA) and a margin.
 REBUILD_S = 8 * 3600 + 600
