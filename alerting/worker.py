@@ -41,6 +41,8 @@ log = structlog.get_logger("tungku.alerting")
 
 _QUEUE_BATCHES = 64  # 10k-reading batches: about 20 MB at most
 _NICE = 5
+_BUSY_BATCH_ROWS = 5000  # a committed batch this large: ingest is draining a backlog
+_BUSY_DELAY_S = 0.25
 _READY_TIMEOUT_S = 600.0  # a child catching up on a long backlog may take a while
 
 
@@ -233,7 +235,11 @@ async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
                     log.warning("ingest process gone; the alert worker stops")
                     return [None]
         items: list[Committed | None] = [first]
-        deadline = time.monotonic() + cfg.batch_delay_s
+        # Full batches from ingest mean a backlog is being drained: take bigger bites then
+        # (per reading the engine costs less in larger calls), and the usual short window
+        # otherwise, where latency matters.
+        busy = first is not None and int(np.size(first.keys)) >= _BUSY_BATCH_ROWS
+        deadline = time.monotonic() + (_BUSY_DELAY_S if busy else cfg.batch_delay_s)
         while items[-1] is not None:
             left = deadline - time.monotonic()
             try:
