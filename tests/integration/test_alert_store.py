@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +21,8 @@ from alerting.engine import ConditionEvent, EventKind
 from alerting.pack import Priority, Severity, default_pack_path, load_pack
 from alerting.store import NOTIFY_CHANNEL, ActionError, AlertStore, Subject, to_us
 from alerting.webhook import WebhookEndpoint
+from ingest.registry import Gateway, Sensor, Site
+from tests.fix_ingest import register
 
 PACK = load_pack(default_pack_path())
 T0 = 1_800_000_000_000_000  # event time, us
@@ -324,3 +327,41 @@ async def test_events_rederived_after_a_crash_are_applied_once(store: AlertStore
         ("clear", T0 + 1_000_000),
         ("activate", T0 + 2_000_000),
     ]
+
+
+def test_replay_of_a_recorded_file_prints_the_transitions_it_would_journal(
+    database_url: str, db_schema: str, tmp_path: Path
+) -> None:
+    """`tungku replay --recorded` runs a `simulate --record` CSV through the pack: CO above
+    25 ppm for more than the 5-s on-delay raises gas.co.level, nothing is written, and an
+    unknown sensor in the file is named."""
+    site = Site(
+        id="rec-site",
+        name="recorded",
+        gateways=(
+            Gateway(
+                id="gw",
+                sensors=(
+                    Sensor(
+                        id="bay.co", kind="area_co", unit="ppm", min_value=0.0,
+                        max_value=2000.0, period_s=2.0, asset="bay",
+                    ),
+                ),
+            ),
+        ),
+    )  # fmt: skip
+    register(database_url, db_schema, site)
+    t0 = 1_795_000_000_000
+    rows = [f"rec-site,bay.co,{t0 + i * 2000},{4.0 if i < 10 else 40.0}" for i in range(20)]
+    good = tmp_path / "rec.csv"
+    good.write_text("site,sensor,ts_ms,value\n" + "\n".join(rows) + "\n", "utf-8")
+    out = cli(database_url, db_schema, "replay", "--site", "rec-site", "--recorded", str(good))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any(" gas.co.level bay.co activate normal->unack warning " in ln for ln in lines)
+    assert "replayed 20 readings" in lines[-1]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("site,sensor,ts_ms,value\nrec-site,ghost,1,2\n", "utf-8")
+    refused = cli(database_url, db_schema, "replay", "--recorded", str(bad))
+    assert refused.returncode == 2
+    assert "rec-site/ghost unknown" in refused.stderr
