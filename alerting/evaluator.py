@@ -192,11 +192,16 @@ class Evaluator:
     async def _catch_up(self, sensors: list[SensorInfo]) -> int:
         """Evaluate the readings committed after each sensor's last evaluated one."""
         marks = self.engine.watermarks()
+        # A sensor the engine never evaluated (a checkpoint taken before its first reading,
+        # a new sensor): from REBUILD_S before its latest stored reading, so its windows
+        # (the 8-h TWA included) are rebuilt from the database.
+        unseen = [s.key for s in sensors if s.key not in marks]
+        if unseen:
+            latest = await self._store.latest_readings(unseen)
+            for key, t in latest.items():
+                marks[key] = t - REBUILD_S * 1_000_000
         if not marks:
             return 0
-        floor = min(marks.values())
-        for s in sensors:
-            marks.setdefault(s.key, floor)
         n = 0
         async for keys, ts, vals, qual in self._store.readings_after(marks):
             await self._evaluate(Committed(keys, ts, vals, qual), force_save=False)

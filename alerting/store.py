@@ -26,6 +26,7 @@ from typing import Any, Final
 import numpy as np
 import orjson
 import psycopg
+import structlog
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -38,6 +39,8 @@ from alerting.pack import Pack, Priority, Severity
 from alerting.replay import lifecycle_event
 from alerting.webhook import WebhookEndpoint, enqueue, render
 from ingest.migrate import session_sql
+
+log = structlog.get_logger("tungku.alerting")
 
 NOTIFY_CHANNEL: Final = "tungku_alerts"
 EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -184,10 +187,19 @@ class AlertStore:
             if self._scope_lock is not None:
                 # Held as long as this session lives; taken again on every reconnect, so two
                 # evaluators of one scope never run at once (e.g. a killed service's worker
-                # still finishing while its successor starts).
-                await conn.execute(
-                    "SELECT pg_advisory_lock(hashtext(%s))", ("tungku-alerts:" + self._scope_lock,)
-                )
+                # still finishing while its successor starts). Advisory locks are per
+                # database, so the key names the schema too.
+                key = f"tungku-alerts:{self._schema}:{self._scope_lock}"
+                got = await (
+                    await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+                ).fetchone()
+                if not got or not got["pg_try_advisory_lock"]:
+                    log.warning(
+                        "another evaluator of this scope holds its lock; waiting for it to end",
+                        scope=self._scope_lock,
+                        schema=self._schema,
+                    )
+                    await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
             self._conn = conn
         return self._conn
 

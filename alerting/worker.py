@@ -24,6 +24,7 @@ import contextlib
 import multiprocessing
 import os
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.context import SpawnProcess
@@ -199,11 +200,31 @@ def child_main(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
     from ingest.logs import configure_logging  # noqa: PLC0415 - the child's own setup
 
     configure_logging(cfg.log_format, cfg.log_level)
+    _watch_parent()
     # Below ingest in the scheduler: when the cores are short, storing readings (and so
     # acknowledging them) goes first; the worker then takes larger bites, which cost it less
     # per reading, and catches up.
     os.nice(_NICE)
     asyncio.run(_child(cfg, inbox, outbox))
+
+
+def _watch_parent() -> None:
+    """Exit at once when the ingest process is gone (a SIGKILL leaves the child behind).
+
+    Checked by a thread every 0.5 s, whatever the child is doing; `os._exit` because
+    nothing may hold the exit up (a queue's feeder thread, a database call): the checkpoint
+    is not needed (the successor catches up from the database) and the scope's advisory
+    lock goes with the connection, so the successor can start."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                log.warning("ingest process gone; the alert worker exits")
+                os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
@@ -221,7 +242,10 @@ async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
     outbox.put(("ready",))
     stop = asyncio.Event()
 
-    parent = multiprocessing.parent_process()
+    # The parent's pid as this process started: when the parent dies (a SIGKILL), the child
+    # is handed to another parent, which is the reliable sign on Linux (the multiprocessing
+    # sentinel can be held open by another process of the family).
+    parent_pid = os.getppid()
 
     def take() -> list[Committed | None]:
         """The next batch and whatever follows it within `batch_delay_s`: the engine's cost
@@ -231,7 +255,7 @@ async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
                 first: Committed | None = inbox.get(timeout=1.0)
                 break
             except queue.Empty:
-                if parent is not None and not parent.is_alive():
+                if os.getppid() != parent_pid:
                     log.warning("ingest process gone; the alert worker stops")
                     return [None]
         items: list[Committed | None] = [first]

@@ -101,11 +101,28 @@ class IngestService:
         ]
         sequencer: AckSequencer[tuple[Batch, int, float]] = AckSequencer()
         aux = ReadingStore(database_url=self._s.database_url, schema=self._s.db_schema)
+        # Metrics first: the process is observable while it waits for the database or for
+        # the alert worker to resume.
+        if self._s.metrics_port:
+            start_http_server(self._s.metrics_port, self._s.metrics_host, self._m.registry)
         await self._load_index_until_ready(aux, stop)
         if stop.is_set():
             return
         if self._evaluator is not None:
-            await self._evaluator.start()
+            # Resuming can wait (for the database, for a predecessor's worker to end): a stop
+            # meanwhile ends the wait.
+            starting = asyncio.create_task(self._evaluator.start(), name="alert-start")
+            stopping = asyncio.create_task(stop.wait(), name="stop-wait")
+            await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if not starting.done():
+                starting.cancel()
+                with suppress(asyncio.CancelledError):
+                    await starting
+                await self._evaluator.close()
+                await aux.close()
+                return
+            starting.result()
 
         def deliver(msg: Inbound) -> None:  # paho's thread; blocks while the inbox is full
             inbound.put(msg)
@@ -127,8 +144,6 @@ class IngestService:
             username=self._s.mqtt_username,
             password=self._s.mqtt_password,
         )
-        if self._s.metrics_port:
-            start_http_server(self._s.metrics_port, self._s.metrics_host, self._m.registry)
         source.start()
         log.info("started", subscriptions=subscriptions(self._s), schema=self._s.db_schema)
         try:
