@@ -13,7 +13,6 @@ submitted by then.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -93,17 +92,3 @@ class Compliance:
         if late:
             reasons.append(f"periodic report late: {', '.join(sorted(late))}")
         return reasons
-
-
-def permit_mask(permits: Iterable[Permit], ts_us: object) -> object:
-    """Boolean numpy mask: for each time in `ts_us` (int64 array), is any permit open."""
-    import numpy as np  # noqa: PLC0415 - kept local: the rest of the module is numpy-free
-
-    ts = np.asarray(ts_us, dtype=np.int64)
-    mask = np.zeros(ts.shape, dtype=bool)
-    for p in permits:
-        m = ts >= p.opened_us
-        if p.closed_us is not None:
-            m &= ts < p.closed_us
-        mask |= m
-    return mask

@@ -10,10 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import sys
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -28,7 +27,6 @@ from alerting.store import (
     AlertRow,
     AlertStore,
     AlertStoreError,
-    Subject,
     to_dt,
     to_us,
 )
@@ -499,11 +497,3 @@ def _arrays(keys: list[int], ts: list[int], vals: list[float]) -> tuple[Any, ...
     order = np.lexsort((np.array(keys), np.array(ts)))
     k = np.array(keys, dtype=np.int64)[order]
     return k, np.array(ts, dtype=np.int64)[order], np.array(vals)[order], np.zeros(k.size)
-
-
-def now_dt() -> datetime:
-    """Current UTC time (for messages)."""
-    return datetime.now(UTC)
-
-
-__all__ = ["ConsoleError", "Subject", "add_arguments", "sys"]

@@ -37,7 +37,7 @@ from alerting.engine import ConditionEvent, EventKind, SensorInfo
 from alerting.lifecycle import AlertState, State
 from alerting.pack import Pack, Priority, Severity
 from alerting.replay import lifecycle_event
-from alerting.webhook import WebhookEndpoint, enqueue, render
+from alerting.webhook import WebhookEndpoint, enqueue
 from ingest.migrate import session_sql
 
 log = structlog.get_logger("tungku.alerting")
@@ -884,6 +884,3 @@ def _columns(
     vals = np.fromiter((r[2] for r in rows), dtype=np.float64, count=len(rows))
     qual = np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows))
     return keys, ts, vals, qual
-
-
-__all__ = ["ActionError", "AlertRow", "AlertStore", "render"]
