@@ -328,7 +328,7 @@ class Evaluator:
                 )
         if not due:
             return
-        # The state (megabytes: exposure windows, histories) is saved every few seconds on a
+        # The state (megabytes: exposure windows, histories) is saved every 30 s on a
         # connection of its own, while evaluation goes on: a restarted engine re-derives the
         # transitions since its checkpoint, and each alert's engine mark makes the store
         # apply them once. At most one save is in flight; `force` waits for it.

@@ -68,6 +68,25 @@ def make_site(site_id: str, gateways: int = 2, sensors: int = 3) -> Site:
     )
 
 
+def co_detector_site(site_id: str, period_s: float) -> Site:
+    """A site with one gateway `gw` and one work-area CO detector `bay.co` (asset `bay`)."""
+    return Site(
+        id=site_id,
+        name="one CO detector",
+        gateways=(
+            Gateway(
+                id="gw",
+                sensors=(
+                    Sensor(
+                        id="bay.co", kind="area_co", unit="ppm", min_value=0.0,
+                        max_value=2000.0, period_s=period_s, asset="bay",
+                    ),
+                ),
+            ),
+        ),
+    )  # fmt: skip
+
+
 def register(db_url: str, schema: str, site: Site) -> None:
     """Load a site into the test schema's registry."""
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -26,13 +26,13 @@ from alerting.pack import default_pack_path, load_pack
 from alerting.replay import Replayer
 from alerting.store import AlertStore, to_us
 from ingest.contract import encode_readings, readings_topic
-from ingest.registry import Gateway, Sensor, Site
 from simulator.fleet import load_scenario_fleet
 from simulator.scenario import scenario
 from tests.fix_broker import Broker
 from tests.fix_ingest import (
     IngestProcess,
     all_stored,
+    co_detector_site,
     evaluated,
     open_scenario_permits,
     register,
@@ -203,24 +203,6 @@ def test_replay_with_another_pack_shows_what_a_rule_change_would_have_done(
 CO_SITE = "twa-site"
 
 
-def _co_site() -> Site:
-    return Site(
-        id=CO_SITE,
-        name="one CO detector",
-        gateways=(
-            Gateway(
-                id="gw",
-                sensors=(
-                    Sensor(
-                        id="bay.co", kind="area_co", unit="ppm", min_value=0.0,
-                        max_value=2000.0, period_s=60.0, asset="bay",
-                    ),
-                ),
-            ),
-        ),
-    )  # fmt: skip
-
-
 def _publish_co(port: int, rows: list[tuple[int, float]], seq0: int) -> None:
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=MQTTProtocolVersion.MQTTv5)
     c.connect("127.0.0.1", port)
@@ -247,7 +229,7 @@ def test_the_8h_twa_window_survives_a_restart(
     """5 h of CO at 20 ppm, a SIGKILL and restart, then 40 ppm: the NAB (25 ppm) TWA alert
     comes when 5 h at 20 and the new 40 average to 25 — as without the restart — not at
     once, which is what a service that forgot its window would do."""
-    register(database_url, db_schema, _co_site())
+    register(database_url, db_schema, co_detector_site(CO_SITE, 60.0))
     t0 = (int(time.time()) - 10 * 3600) // 60 * 60 * 1000
     before = [(t0 + i * 60_000, 20.0) for i in range(300)]
     after = [(t0 + (300 + i) * 60_000, 40.0) for i in range(180)]

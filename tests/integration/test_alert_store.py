@@ -21,8 +21,7 @@ from alerting.engine import ConditionEvent, EventKind
 from alerting.pack import Priority, Severity, default_pack_path, load_pack
 from alerting.store import NOTIFY_CHANNEL, ActionError, AlertStore, Subject, to_us
 from alerting.webhook import WebhookEndpoint
-from ingest.registry import Gateway, Sensor, Site
-from tests.fix_ingest import register
+from tests.fix_ingest import co_detector_site, register
 
 PACK = load_pack(default_pack_path())
 T0 = 1_800_000_000_000_000  # event time, us
@@ -335,21 +334,7 @@ def test_replay_of_a_recorded_file_prints_the_transitions_it_would_journal(
     """`tungku replay --recorded` runs a `simulate --record` CSV through the pack: CO above
     25 ppm for more than the 5-s on-delay raises gas.co.level, nothing is written, and an
     unknown sensor in the file is named."""
-    site = Site(
-        id="rec-site",
-        name="recorded",
-        gateways=(
-            Gateway(
-                id="gw",
-                sensors=(
-                    Sensor(
-                        id="bay.co", kind="area_co", unit="ppm", min_value=0.0,
-                        max_value=2000.0, period_s=2.0, asset="bay",
-                    ),
-                ),
-            ),
-        ),
-    )  # fmt: skip
+    site = co_detector_site("rec-site", 2.0)
     register(database_url, db_schema, site)
     t0 = 1_795_000_000_000
     rows = [f"rec-site,bay.co,{t0 + i * 2000},{4.0 if i < 10 else 40.0}" for i in range(20)]

@@ -15,29 +15,17 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerting.pack import default_pack_path
 from ingest.contract import encode_readings, readings_topic
-from ingest.registry import Gateway, Sensor, Site
 from tests.fix_broker import Broker
-from tests.fix_ingest import IngestProcess, evaluated, register, scalar, wait_for
+from tests.fix_ingest import (
+    IngestProcess,
+    co_detector_site,
+    evaluated,
+    register,
+    scalar,
+    wait_for,
+)
 
 SITE = "reload-site"
-
-
-def _site() -> Site:
-    return Site(
-        id=SITE,
-        name="one CO detector",
-        gateways=(
-            Gateway(
-                id="gw",
-                sensors=(
-                    Sensor(
-                        id="bay.co", kind="area_co", unit="ppm", min_value=0.0,
-                        max_value=2000.0, period_s=2.0, asset="bay",
-                    ),
-                ),
-            ),
-        ),
-    )  # fmt: skip
 
 
 class Gateway1:
@@ -91,7 +79,7 @@ def test_bad_pack_refused_future_pack_waits_valid_pack_takes_over(
     with its problem, counted) and alerts keep coming under the running version; a pack
     effective next year is not switched to; a pack with the warning at 50 ppm takes over and
     clears the warning, journaled with its version."""
-    register(database_url, db_schema, _site())
+    register(database_url, db_schema, co_detector_site(SITE, 2.0))
     text = default_pack_path().read_text("utf-8")
     pack_file = tmp_path / "pack.toml"
     pack_file.write_text(_pack(text, version="v1"), "utf-8")
