@@ -23,11 +23,24 @@ fi
 
 # 2. PostgreSQL running, with TimescaleDB preloaded.
 pg_major=$(ls /etc/postgresql | sort -V | tail -n 1)
-if ! pg_lsclusters -h | awk -v v="$pg_major" '$1==v && $2=="main" {print $4}' | grep -q online; then
+pg_online() { pg_lsclusters -h | awk -v v="$pg_major" '$1==v && $2=="main" {print $4}' | grep -q online; }
+pg_log_tail() { tail -n 20 "/var/log/postgresql/postgresql-$pg_major-main.log" >&2 2>/dev/null || true; }
+if ! pg_online; then
   log "starting PostgreSQL $pg_major"
-  $SUDO pg_ctlcluster --skip-systemctl-redirect "$pg_major" main start
+  # A cluster whose processes were killed can leave a postmaster.pid behind;
+  # pg_ctlcluster removes a stale one itself. One retry covers a slow shutdown in progress.
+  if ! $SUDO pg_ctlcluster --skip-systemctl-redirect "$pg_major" main start; then
+    log "start failed; retrying in 3 s"; pg_log_tail; sleep 3
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$pg_major" main start || { pg_log_tail; exit 1; }
+  fi
 fi
 $SUDO bash "$here/deploy/install-timescaledb.sh"
+# Accepting connections, not merely started (recovery after a kill can take a few seconds).
+for _ in $(seq 60); do
+  pg_isready -q -p "$(pg_conftool -s "$pg_major" main show port 2>/dev/null || echo 5432)" && break
+  sleep 0.5
+done
+pg_isready -p "$(pg_conftool -s "$pg_major" main show port 2>/dev/null || echo 5432)" >/dev/null || { log "PostgreSQL $pg_major does not accept connections"; pg_log_tail; exit 1; }
 
 # 3. The database and the extension (created as the postgres superuser over the local socket).
 db=${TUNGKU_DB_NAME:-tungku}
