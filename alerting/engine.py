@@ -38,12 +38,14 @@ import re
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
+from alerting.anomaly import AnomalyDetector, AnomalyError, Explained
 from alerting.compliance import Compliance, Permit
 from alerting.exposure import ExposureWindow
 from alerting.pack import Pack, Priority, Rule, RuleKind, Severity, When
@@ -51,7 +53,7 @@ from alerting.pack import Pack, Priority, Rule, RuleKind, Severity, When
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-_STATE_VERSION: Final = 2
+_STATE_VERSION: Final = 3
 _US: Final = 1_000_000
 _BAD: Final = 2  # quality code of a bad reading (ingest.contract.Quality.BAD)
 _PROCESS_KINDS: Final = frozenset(
@@ -118,6 +120,8 @@ class ConditionEvent:
     limit: float | None = None
     reason: str = ""
     escalated_by: tuple[str, ...] = ()
+    #: Structured facts for the journal entry's detail (an advisory's explanation).
+    detail: dict[str, Any] | None = None
 
     @property
     def instance(self) -> tuple[str, str, str]:
@@ -238,6 +242,7 @@ class _Subject:
     """A sensor or derived signal: its last reading, health timers and rule instances."""
 
     __slots__ = (
+        "anomaly",
         "asset",
         "furnace",
         "gateway",
@@ -272,6 +277,7 @@ class _Subject:
         self.process: list[_Inst] = []
         self.quality: list[_Inst] = []
         self.stuck: list[_Inst] = []
+        self.anomaly: list[_Inst] = []
         #: Stale rules: (rule id, [(severity, silence limit us)] shortest first).
         self.stale: list[tuple[str, list[tuple[Severity, int]]]] = []
         self.stale_lv: dict[str, int] = {}  # levels of each stale rule now active
@@ -319,6 +325,10 @@ class Engine:
         self._gw_rules = [r for r in pack.rules if r.kind is RuleKind.GATEWAY]
         self._max_window_us: dict[int, int] = {}
         self.skipped = 0  # readings at or before their sensor's last evaluated one
+        #: The anomaly detector (one state for all subjects with an anomaly rule), and the
+        #: good readings evaluated but not yet scored by it (see `advise`).
+        self._detector = AnomalyDetector()
+        self._pending: list[tuple[_Subject, IntArray, FloatArray]] = []
         self.set_sensors(sensors)
 
     # -- setup ----------------------------------------------------------------------------
@@ -370,6 +380,9 @@ class Engine:
                 continue
             if rule.kind is RuleKind.GATEWAY:
                 continue
+            if rule.kind is RuleKind.ANOMALY:
+                subj.anomaly.append(_Inst(rule, 1.0, ()))
+                continue
             sign = -1.0 if rule.direction == "low" or rule.kind is RuleKind.STUCK else 1.0
             permits = (
                 tuple(self.compliance.permits_for(info.site, info.asset))
@@ -415,9 +428,13 @@ class Engine:
         qualities: Sequence[int] | IntArray,
         *,
         statuses: Iterable[tuple[str, str, bool, int]] = (),
+        advise: bool = True,
     ) -> list[ConditionEvent]:
         """Evaluate a batch of committed readings (any order); return the condition events
-        in event-time order. `statuses` are gateway (site, gateway, online, ts_us)."""
+        in event-time order. `statuses` are gateway (site, gateway, online, ts_us).
+
+        `advise` False: the safety rules only; the readings wait for `advise()`, which runs
+        the anomaly rules (the worker commits safety transitions before advisories)."""
         out: list[ConditionEvent] = []
         for site, gw, online, t in statuses:
             self._gateway_status(site, gw, online, t, out)
@@ -463,8 +480,98 @@ class Engine:
             self._apply_plant_changes(changes, out)
             self._check_stale(out)
         self._check_gateways(out)
+        if advise:
+            out.extend(self.advise())
         out.sort(key=lambda e: (e.at_us, e.site, e.rule_id, e.subject, _KIND_ORDER[e.kind]))
         return out
+
+    def advise(self) -> list[ConditionEvent]:
+        """Score the readings evaluated since the last call with the anomaly detector and
+        return the anomaly rules' events (advisories), in event-time order.
+
+        Vectorised across every subject of the batch. Only good readings are scored; safety
+        rules never wait for this, and nothing here changes their state."""
+        pending, self._pending = self._pending, []
+        if not pending:
+            return []
+        keys = np.concatenate(
+            [np.full(tt.size, subj.key, dtype=np.int64) for subj, tt, _ in pending]
+        )
+        ts = np.concatenate([tt for _, tt, _ in pending])
+        vals = np.concatenate([vv for _, _, vv in pending])
+        ex = self._detector.score_explained(keys, ts, vals)
+        out: list[ConditionEvent] = []
+        at = 0
+        for subj, tt, _vv in pending:
+            n = tt.size
+            sc = np.nan_to_num(ex.scores[at : at + n])
+            for inst in subj.anomaly:
+                lv = inst.levels
+                if lv.quiet(float(sc.max())):
+                    continue
+                rule = self._by_rule[inst.rule_id]
+                for i, (t, m) in enumerate(zip(tt.tolist(), sc.tolist(), strict=True)):
+                    changed = lv.step(t, m)
+                    if changed is not None:
+                        self._emit_anomaly(subj, inst, rule, changed, t, ex, at + i, out)
+            at += n
+        out.sort(key=lambda e: (e.at_us, e.site, e.rule_id, e.subject, _KIND_ORDER[e.kind]))
+        return out
+
+    def _emit_anomaly(
+        self,
+        subj: _Subject,
+        inst: _Inst,
+        rule: Rule,
+        level: int,
+        t: int,
+        ex: Explained,
+        i: int,
+        out: list[ConditionEvent],
+    ) -> None:
+        score = float(np.nan_to_num(ex.scores[i]))
+        if level == 0:
+            inst.clr_t = t
+            out.append(
+                ConditionEvent(
+                    t, subj.site, subj.asset, rule.id, subj.id, rule.title, EventKind.CLEAR,
+                    value=score, reason="readings as usual again",
+                )
+            )  # fmt: skip
+            return
+        if not inst.active_at(t):
+            inst.act_t = t
+        sev = Severity.WARNING if level == 1 else Severity.CRITICAL
+        lvl = rule.level(sev)
+        limit = lvl.level if lvl else math.nan
+        why = f"anomaly score {score:.2f} above {limit:g}"
+        detail: dict[str, Any] | None = None
+        e = ex.at(i)
+        if e is not None:
+            since = e.since_us
+            why = e.describe(subj.id) + f", unusual since {_iso(since)}"
+            detail = {
+                "explanation": {
+                    "signal": subj.id,
+                    "value": _finite(e.value),
+                    "expected": _finite(e.expected),
+                    "usual_low": _finite(e.low),
+                    "usual_high": _finite(e.high),
+                    "spreads_off": _finite(e.spreads),
+                    "score": _finite(e.score),
+                    "found_by": e.table,
+                    "since": _iso(since),
+                }
+            }
+        # Advisory: the level's own priority (validated as advisory), never escalated.
+        out.append(
+            ConditionEvent(
+                t, subj.site, subj.asset, rule.id, subj.id, rule.title, EventKind.ACTIVATE,
+                severity=sev, priority=lvl.priority if lvl else Priority.ADVISORY,
+                latch=lvl.latch if lvl else False, value=score, limit=limit, reason=why,
+                detail=detail,
+            )
+        )  # fmt: skip
 
     def _gateway_status(
         self, site: str, gw: str, online: bool, t: int, out: list[ConditionEvent]
@@ -724,6 +831,8 @@ class Engine:
             self._stuck(subj, inst, tt, vv, out)
         if subj.process:
             self._process(subj, tt, vv, out)
+        if subj.anomaly:
+            self._pending.append((subj, tt, vv))
         subj.last_v = float(vv[-1])
 
     def _gaps(self, subj: _Subject, tt: IntArray, out: list[ConditionEvent]) -> None:
@@ -1114,7 +1223,7 @@ class Engine:
         out: dict[tuple[str, str, str], tuple[str, str, Severity, float]] = {}
         sev = (Severity.WARNING, Severity.CRITICAL)
         for subj in self._subjects.values():
-            for inst in (*subj.process, *subj.stuck, *subj.quality):
+            for inst in (*subj.process, *subj.stuck, *subj.quality, *subj.anomaly):
                 if inst.levels.active:
                     rule = self._by_rule[inst.rule_id]
                     out[(subj.site, rule.id, subj.id)] = (
@@ -1156,6 +1265,8 @@ class Engine:
             "pairs": self._pairs,
             "gw_status_t": self._gw_status_t,
             "gw_off": self._gw_off,
+            "detector": self._detector.dump(),
+            "pending": [(subj.key, tt, vv) for subj, tt, vv in self._pending],
         }
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -1183,6 +1294,13 @@ class Engine:
         self._pairs = state["pairs"]
         self._gw_status_t = state["gw_status_t"]
         self._gw_off = state["gw_off"]
+        try:
+            self._detector.load(state["detector"])
+        except AnomalyError as exc:
+            raise EngineError(f"saved anomaly detector state not restored: {exc}") from exc
+        self._pending = [
+            (self._subjects[k], tt, vv) for k, tt, vv in state["pending"] if k in self._subjects
+        ]
         self.set_compliance(self.compliance)
 
 
@@ -1192,6 +1310,16 @@ _KIND_ORDER: Final = {
     EventKind.CLEAR: 2,
     EventKind.UNSUPPRESS: 3,
 }
+
+
+def _iso(t_us: int) -> str:
+    """An event time as ISO 8601 UTC, to the second."""
+    return datetime.fromtimestamp(t_us / _US, UTC).isoformat(timespec="seconds")
+
+
+def _finite(x: float) -> float | None:
+    """A number for JSON (None when not finite), to 4 significant digits."""
+    return float(f"{x:.4g}") if math.isfinite(x) else None
 
 
 def _describe(rule: Rule, sev: Severity, value: float, limit: float) -> str:

@@ -5,7 +5,9 @@ from the engine's checkpoint and catching up on readings committed after it (so 
 resumes with the same windows, the 8-hour TWA included, and a crash between commit and
 evaluation loses nothing); evaluating each committed batch off the event loop; committing the
 resulting transitions together with the new checkpoint, retried while the database is away;
-and the housekeeping around it (registry and permit refresh, shelve expiry).
+and the housekeeping around it (registry and permit refresh, shelve expiry). A batch's safety
+transitions are committed before the anomaly detector scores it; its advisories follow in a
+commit of their own.
 
 Exactly once: the engine skips readings at or before each sensor's last evaluated one; its
 checkpoint is saved every 30 s, on a connection of its own.
@@ -40,6 +42,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from alerting.anomaly import AnomalyError
 from alerting.engine import ConditionEvent, Engine, EngineError, EventKind, SensorInfo
 from alerting.pack import Pack, PackError, Priority, default_pack_path, load_pack, parse_pack
 from alerting.store import AlertStore, AlertStoreError, AlertStoreUnavailableError
@@ -303,10 +306,20 @@ class Evaluator:
             np.asarray(batch.values, dtype=np.float64),
             np.asarray(batch.qualities, dtype=np.int64),
             statuses=batch.statuses,
+            advise=False,
         )
         self.readings += int(np.size(batch.keys))  # evaluated: counted once committed below
         await self._commit(events, force=force_save)
-        return len(events)
+        # Advisories after the safety transitions are committed: the detector never delays a
+        # safety alarm. A detector failure drops this batch's advisories, never the batch.
+        try:
+            advisories = await asyncio.to_thread(engine.advise)
+        except AnomalyError as exc:
+            log.error("anomaly detector failed; this batch's advisories dropped", error=str(exc))  # noqa: TRY400 - data, not a crash
+            advisories = []
+        if advisories:
+            await self._commit(advisories, force=False)
+        return len(events) + len(advisories)
 
     async def _commit(self, events: list[ConditionEvent], *, force: bool) -> None:
         now = time.monotonic()

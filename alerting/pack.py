@@ -25,7 +25,7 @@ File format (see `alerting/packs/smelter-default.toml` for a complete example)::
     [[rule]]
     id = "freeboard.positive"      # unique; [a-z0-9][a-z0-9._-]*
     kind = "threshold"             # threshold | rate | deviation | exposure | stale | stuck
-                                   # | quality | gateway
+                                   # | quality | gateway | anomaly
     title = "Freeboard pressure above atmospheric: CO can escape"
     sensors = { kinds = ["freeboard_pressure"] }   # selector; also assets = ["F1", ...]
     when = "energised"             # always | energised | hot | off: outside it the rule is
@@ -37,7 +37,7 @@ File format (see `alerting/packs/smelter-default.toml` for a complete example)::
     [rule.warning]
     level = 0.0
     on_delay_s = 10.0
-    priority = "medium"            # low | medium | high | urgent
+    priority = "medium"            # low | medium | high | urgent (advisory: anomaly only)
     source = "[A] DOMAIN.md §3"    # mandatory: a source or an assumption tag
     [rule.critical]
     level = 50.0
@@ -64,6 +64,11 @@ Kind-specific keys:
   (quality "bad", or a value outside its physical range); suppresses that sensor's process
   rules, recorded as suppressed.
 - gateway: fires while a gateway is offline (its status / last will).
+- anomaly: the streaming detector's score (`alerting.anomaly`, in [0, 1]) of each good
+  reading; a level is a score strictly between 0 and 1, its priority must be "advisory" (the
+  lowest: never escalated, never ranked with safety alarms, and no other kind may use it);
+  deadband, off_delay_s; latch defaults to false at both levels; requires_permit does not
+  apply.
 
 Derived signals are selected like sensors, by kind: "panel_dt" (return - supply temperature
 of a cooling circuit, °C) and "cw_imbalance" (supply - return flow over supply flow, %).
@@ -94,15 +99,20 @@ class PackError(ValueError):
 
 
 class Priority(StrEnum):
-    """ISA-18.2 alarm priority, lowest first."""
+    """ISA-18.2 alarm priority, lowest first. `advisory` is below every safety priority: an
+    anomaly detector's alert, never escalated, never a reason to act before a safety alarm."""
 
+    ADVISORY = "advisory"
     LOW = "low"
     MEDIUM = "medium"
     HIGH = "high"
     URGENT = "urgent"
 
     def raised(self) -> Priority:
-        """One level higher (urgent stays urgent): escalation by the compliance record."""
+        """One level higher (urgent stays urgent, advisory stays advisory): escalation by the
+        compliance record applies to safety alarms only."""
+        if self is Priority.ADVISORY:
+            return self
         order = list(Priority)
         return order[min(order.index(self) + 1, len(order) - 1)]
 
@@ -125,6 +135,7 @@ class RuleKind(StrEnum):
     STUCK = "stuck"
     QUALITY = "quality"
     GATEWAY = "gateway"
+    ANOMALY = "anomaly"  # the streaming detector's score (alerting.anomaly) above a level
 
 
 class When(StrEnum):
@@ -258,6 +269,7 @@ _KIND_RULE_KEYS: Final[Mapping[RuleKind, tuple[str, ...]]] = {
     RuleKind.STUCK: ("sensors", "window_s"),
     RuleKind.QUALITY: ("sensors",),
     RuleKind.GATEWAY: (),  # a gateway rule watches gateways, not sensors
+    RuleKind.ANOMALY: ("sensors", "deadband", "off_delay_s"),
 }
 _ALL_RULE_KEYS: Final = frozenset(_COMMON_RULE_KEYS).union(*_KIND_RULE_KEYS.values())
 _MEASURES: Final[Mapping[RuleKind, tuple[str, ...]]] = {
@@ -277,6 +289,7 @@ _LEVEL_KEYS: Final[Mapping[RuleKind, tuple[str, ...]]] = {
     RuleKind.STUCK: _VALUE_LEVEL_KEYS,
     RuleKind.QUALITY: ("priority", "source"),
     RuleKind.GATEWAY: ("on_delay_s", "priority", "latch", "source"),
+    RuleKind.ANOMALY: _VALUE_LEVEL_KEYS,
 }
 _ALL_LEVEL_KEYS: Final = frozenset().union(*_LEVEL_KEYS.values())
 #: Kinds whose levels are magnitudes (a rate, a distance, a limit, a silence, a spread).
@@ -287,6 +300,8 @@ _POSITIVE_LEVEL_KINDS: Final = frozenset(
 _SAMPLED_ONLY_KINDS: Final = frozenset(
     {RuleKind.EXPOSURE, RuleKind.STALE, RuleKind.STUCK, RuleKind.QUALITY}
 )
+#: An anomaly score is in [0, 1]: its levels are strictly inside.
+_SCORE_KINDS: Final = frozenset({RuleKind.ANOMALY})
 _TOML_POSITION_RE: Final = re.compile(r"\(at line (\d+), column \d+\)")
 
 
@@ -659,9 +674,25 @@ def _level(
         "latch",
         where,
         problems,
-        default=severity is Severity.CRITICAL,
+        # An advisory asks for a look, not a reset: it does not latch unless told to.
+        default=severity is Severity.CRITICAL and kind is not RuleKind.ANOMALY,
         label=f"{name}.latch",
     )
+    if kind in _SCORE_KINDS and value is not None and not 0 < value < 1:
+        problems.append(
+            f"{where}: {name}.level {value:g} must be an anomaly score between 0 and 1 (exclusive)"
+        )
+    if priority is not None:
+        if kind in _SCORE_KINDS and priority != Priority.ADVISORY.value:
+            problems.append(
+                f"{where}: {name}.priority of an anomaly rule must be 'advisory', got "
+                f"{priority!r}: a detector's alert never ranks with safety alarms"
+            )
+        elif kind not in _SCORE_KINDS and priority == Priority.ADVISORY.value:
+            problems.append(
+                f"{where}: {name}.priority 'advisory' is for anomaly rules only; a {kind} "
+                "rule is a safety rule (low, medium, high or urgent)"
+            )
     source = raw.get("source")
     if source is None:
         problems.append(
@@ -781,6 +812,8 @@ def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
     if Severity.WARNING.value not in raw and Severity.CRITICAL.value not in raw:
         problems.append(f"{where}: needs at least one level: [rule.warning] or [rule.critical]")
 
+    if kind is RuleKind.ANOMALY and requires_permit:
+        problems.append(f"{where}: requires_permit does not apply to an anomaly rule")
     if len(problems) > n_before or not isinstance(rule_id, str) or when is None:
         return None
     rule = Rule(

@@ -507,6 +507,8 @@ class AlertStore:
             detail: dict[str, Any] = {"note": tr.note} if tr.note else {}
             if ev.escalated_by:
                 detail["escalated_by"] = list(ev.escalated_by)
+            if ev.detail:
+                detail.update(ev.detail)
             head = await self._journal(
                 conn, head, row, tr, actor="engine", action=ev.kind.value, at_us=ev.at_us,
                 value=ev.value, limit=ev.limit, reason=ev.reason, severity=ev.severity,

@@ -20,7 +20,7 @@ from typing import Any, TextIO
 import psycopg
 
 from alerting import command as rules_command
-from alerting import console
+from alerting import console, scorer
 from alerting.evaluator import Evaluator, now_utc, pack_path, read_pack
 from alerting.pack import PackError
 from alerting.store import AlertStore, AlertStoreError
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_command.add_arguments(rules)
 
     console.add_arguments(sub, lambda _p: None)
+    scorer.add_arguments(sub)
 
     sim = sub.add_parser("simulate", help="simulate smelter gateways publishing readings")
     sim_command.add_arguments(sim)

@@ -192,7 +192,7 @@ BAD_PACKS = [
     pytest.param(
         _pack(_rule(**{'kind = "threshold"': 'kind = "treshold"'})),
         "rule 'gas.co.level' (rule #1): kind 'treshold' is not one of threshold, rate, "
-        "deviation, exposure, stale, stuck, quality, gateway (did you mean 'threshold'?)",
+        "deviation, exposure, stale, stuck, quality, gateway, anomaly (did you mean 'threshold'?)",
         id="typo-kind",
     ),
     pytest.param(
@@ -284,7 +284,7 @@ BAD_PACKS = [
     ),
     pytest.param(
         _pack(_rule(**{'priority = "medium"': 'priority = "hi"'})),
-        "warning.priority 'hi' is not one of low, medium, high, urgent",
+        "warning.priority 'hi' is not one of advisory, low, medium, high, urgent",
         id="unknown-priority",
     ),
     pytest.param(
@@ -783,3 +783,58 @@ def test_rules_help_names_both_actions() -> None:
     assert "check" in out.stdout
     assert "show" in out.stdout
     assert "rules" in _tungku("--help").stdout
+
+
+# -- anomaly rules and the advisory priority ---------------------------------------------------
+
+_ANOMALY = """
+[[rule]]
+id = "anomaly.tc"
+kind = "anomaly"
+title = "Thermocouple unusual"
+sensors = { kinds = ["hearth_tc"] }
+off_delay_s = 60.0
+[rule.warning]
+level = LEVEL
+priority = PRIORITY
+source = "[A] test"
+"""
+
+
+def _anomaly_pack(level: str = "0.6", priority: str = '"advisory"', extra: str = "") -> str:
+    head = '[pack]\nname = "t"\nversion = "1"\neffective = 2026-01-01\n'
+    body = _ANOMALY.replace("LEVEL", level).replace("PRIORITY", priority)
+    return head + body.replace("off_delay_s = 60.0", "off_delay_s = 60.0" + extra)
+
+
+def test_anomaly_rule_parses_as_advisory_and_does_not_latch() -> None:
+    """An anomaly rule's level is a score, its priority advisory, and it does not latch."""
+    (rule,) = parse_pack(_anomaly_pack()).rules
+    assert rule.kind is RuleKind.ANOMALY
+    (lv,) = rule.levels
+    assert (lv.level, lv.priority, lv.latch) == (0.6, Priority.ADVISORY, False)
+    assert Priority.ADVISORY.raised() is Priority.ADVISORY  # never escalated
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (_anomaly_pack(level="1.2"), "warning.level 1.2 must be an anomaly score between 0 and 1"),
+        (_anomaly_pack(level="0"), "must be an anomaly score between 0 and 1"),
+        (_anomaly_pack(priority='"high"'), "priority of an anomaly rule must be 'advisory'"),
+        (
+            _anomaly_pack(extra="\nrequires_permit = true"),
+            "requires_permit does not apply to an anomaly rule",
+        ),
+        (
+            _anomaly_pack().replace('kind = "anomaly"', 'kind = "threshold"\ndirection = "high"'),
+            "priority 'advisory' is for anomaly rules only",
+        ),
+    ],
+)
+def test_anomaly_and_advisory_misuse_is_refused(text: str, message: str) -> None:
+    """Scores outside (0, 1), a safety priority on an anomaly rule, advisory on a safety rule
+    and a permit condition are each refused with a message naming them."""
+    with pytest.raises(PackError) as info:
+        parse_pack(text)
+    assert any(message in p for p in info.value.problems), info.value.problems
