@@ -67,10 +67,8 @@ class Params:
     hold_add: float = 1.0  # nats a new detection must beat the held one by
     fire_decay: float = 2000.0  # effective readings over which a table's firing count decays
     fire_pen: float = 3.0  # nats of penalty per ln(1 + firings)
-    out_c: float = 7.0
-    prior: float = (
-        1.0  # share of the learning readings counted in the value table  # score = S / (S + out_c)
-    )
+    out_c: float = 7.0  # score = S / (S + out_c)
+    prior: float = 1.0  # share of the learning readings counted in the value table
 
     def check(self) -> None:
         """Raise AnomalyError for parameters the detector cannot run with."""

@@ -114,21 +114,24 @@ def normal(hours: float, seed: int, pack: Pack) -> int:
     return 0
 
 
-def scenario(name: str, seed: int, pack: Pack) -> int:
-    """Print first advisory and first safety alert per sensor for one scenario."""
+def scenario(name: str, seed: int, pack: Pack, since_s: int) -> int:
+    """Print first advisory and first safety alert per sensor for one scenario, from
+    plant second `since_s` on (the start of a slow fault)."""
     sc = SCENARIOS[name]
     fleet = load_scenario_fleet()
     infos, keys = sensor_infos(fleet)
     engine = Engine(pack, infos)
     events, n, spent = play(ScenarioPlant(fleet, sc, seed), keys, engine, sc.duration_s)
     print(f"scenario {name}, seed {seed}: {sc.duration_s} s, {n:,} readings, engine {spent:.1f} s")
+    before = _advisories([e for e in events if e.at_us < T0_US + since_s * 1_000_000])
+    print(f"advisories before {since_s} s: {len(before)}; first alerts from {since_s} s:")
     first: dict[str, dict[str, tuple[int, str]]] = defaultdict(dict)
     for e in events:
         if e.kind is not EventKind.ACTIVATE:
             continue
         what = "advisory" if e.priority is Priority.ADVISORY else "safety"
         s = (e.at_us - T0_US) // 1_000_000
-        if what not in first[e.subject]:
+        if s >= since_s and what not in first[e.subject]:
             first[e.subject][what] = (s, e.rule_id)
     for subject, got in sorted(first.items(), key=lambda x: min(v[0] for v in x[1].values())):
         adv = got.get("advisory")
@@ -147,6 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("name", nargs="?", help="scenario name (scenario)")
     parser.add_argument("--hours", type=float, default=24.0, help="normal: hours of plant")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--since",
+        type=int,
+        default=0,
+        metavar="S",
+        help="scenario: first alerts from plant second S",
+    )
     parser.add_argument("--pack", type=Path, default=default_pack_path())
     args = parser.parse_args(argv)
     pack = load_pack(args.pack)
@@ -154,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return normal(args.hours, args.seed, pack)
     if args.name not in SCENARIOS:
         parser.error(f"scenario must be one of {', '.join(SCENARIOS)}")
-    return scenario(args.name, args.seed, pack)
+    return scenario(args.name, args.seed, pack, args.since)
 
 
 if __name__ == "__main__":

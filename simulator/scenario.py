@@ -11,10 +11,12 @@ scenario's event happens at T0 = `t0_s`; the run lasts `duration_s` ticks. Expec
 permits are in ticks from the run start; their docstrings and messages also give them
 relative to T0.
 
-Long precursors are compressed: a scenario whose story starts weeks before T0 (30 days of
-sidewall drift, two weeks of tap-block climb, a furnace switched off 24 h before) starts the
-run with the accumulated offset already applied and plays only the last minutes or hours: the
-hot-work scenario plays T−3h10m … T+10 min, the others T−15 min … T+15…35 min.
+Long precursors are compressed. A furnace switched off 24 h before T0 starts the run with
+its cooling already applied. Slow faults of weeks (30 days of sidewall wear, two weeks of
+tap-block climb) are played as a 20-min ramp after 8 h without them, so that a detector that
+learns a sensor's normal from its first hour or more has seen it before the fault: the
+hot-work scenario plays T−11h40m … T+10 min (the wear ramp from T−3h40m), the tap-runout
+scenario T−8h40m … T+25 min (the climb from T−40 min), the others T−15 min … T+15…35 min.
 
 Overlays are deterministic: every random number (DOMAIN gives ranges, e.g. a cooling time
 constant of 20–40 h) is drawn once, when the `ScenarioPlant` is built, from a generator seeded
@@ -584,8 +586,17 @@ def _draws(rng: np.random.Generator, lo: float, hi: float, n: int) -> FloatArray
 
 # 1. Hot work on an off furnace (ITSS) --------------------------------------------------------
 
-HOT_T0: Final = 3 * HOUR + 10 * MINUTE
+#: The off, cooling furnace without the wear: 8 h, the normal a learning detector sees first.
+HOT_BASELINE_S: Final = 8 * HOUR
+#: 30 days of sidewall wear and panel ΔT creep, played as a ramp of 20 min from HOT_BASELINE_S.
+HOT_WEAR_S: Final = 20 * MINUTE
+#: The wear ramp ends 3 h 20 min before T0; the permit, puffs and breakout keep their times
+#: relative to T0.
+HOT_T0: Final = 11 * HOUR + 40 * MINUTE
 HOT_PERMIT_S: Final = HOT_T0 - 3 * HOUR
+#: 30 days at +2 °C/day, and the panel ΔT's +0.1 °C/day for 30 days.
+HOT_WEAR_C: Final = 60.0
+HOT_DT_CREEP_C: Final = 3.0
 HOT_FIRST_PUFF: Final = (HOT_T0 - 2 * HOUR - 40 * MINUTE, HOT_T0 - 2 * HOUR - 20 * MINUTE)
 
 
@@ -602,15 +613,20 @@ def _build_hot_work(lay: Layout, rng: np.random.Generator) -> Overlay:
     hearth = lay.at(lay.ids("hearth_tc", f))
     level = _draws(rng, 850.0, 950.0, hearth.size)
     o.anchor(hearth, lambda t: 60.0 + (level - 60.0) * math.exp(-(t - t_ref) / tau_s))
-    # Sidewall: 30 days at +2 °C/day, plus residual heat cooling with the same τ.
+    # Sidewall: residual heat cooling with the same τ from the start; 30 days of wear at
+    # +2 °C/day on top of it as a ramp after the baseline.
     sidewall = lay.at(lay.ids("sidewall_tc", f))
     resid = _draws(rng, 200.0, 300.0, sidewall.size)
-    o.shift(sidewall, lambda t: 60.0 + resid * math.exp(-(t - t_ref) / tau_s))
+
+    def wear(t: int) -> float:  # 0 during the baseline, 1 once the 30 days are played
+        return ramp(t, HOT_BASELINE_S, HOT_WEAR_S)
+
+    o.shift(sidewall, lambda t: resid * math.exp(-(t - t_ref) / tau_s) + HOT_WEAR_C * wear(t))
     shell_ids = lay.ids("shell_temp", f)
     shell_warm = _draws(rng, 20.0, 40.0, len(shell_ids))
     o.shift(lay.at(shell_ids), lambda t: shell_warm * math.exp(-(t - t_ref) / tau_s))
-    # Panel ΔT +0.1 °C/day for 30 days.
-    o.shift(lay.at(lay.ids("cw_return_temp")), lambda t: 3.0)
+    # Panel ΔT +0.1 °C/day for 30 days, in the same ramp.
+    o.shift(lay.at(lay.ids("cw_return_temp")), lambda t: HOT_DT_CREEP_C * wear(t))
     # O₂ drifts up (oxy-fuel cutting) after the permit opens, to 22.5–23.0 %, with puffs of
     # 23.8–24.0 % while the torch leaks; LEL 3–8 % in the same puffs. The tapping floor, farther
     # away, sees half of it.
@@ -659,10 +675,14 @@ def _build_hot_work(lay: Layout, rng: np.random.Generator) -> Overlay:
 # 2. Cooling pump trip -> water ingress (Port Talbot) ----------------------------------------
 
 T0: Final = 15 * MINUTE  # the short scenarios start 15 min before their event
-#: The run-out starts 35 min before tapping: the tap block's rate of rise is judged over a
-#: long window (tc.rate), which needs half an hour of the thermocouple's history, as a
-#: running plant has.
-TAP_T0: Final = 35 * MINUTE
+#: The run-out first plays 8 h of the normal plant: the normal a learning detector sees first,
+#: and the history the tap block's rate of rise (tc.rate, a 2-h window) is judged against, as
+#: a running plant has.
+TAP_BASELINE_S: Final = 8 * HOUR
+#: Two weeks of tap-block climb, played as a ramp of 20 min from TAP_BASELINE_S.
+TAP_CLIMB_S: Final = 20 * MINUTE
+#: Tapping 20 min after the climb is played; the step after the previous tap at T−10 min.
+TAP_T0: Final = 8 * HOUR + 40 * MINUTE
 PUMP_OUTAGE_S: Final = (3 * MINUTE, 6 * MINUTE)
 
 
@@ -734,15 +754,22 @@ def _build_tap_runout(lay: Layout, rng: np.random.Generator) -> Overlay:
     f, t0 = lay.furnace, TAP_T0
     tapblock = lay.at([f"{f.lower()}.{TAPBLOCK}"])
     neighbour = lay.at([f"{f.lower()}.sidewall.t02"])
-    climb = _draw(rng, 150.0, 200.0)  # two weeks of climb, already accumulated
+    climb = _draw(rng, 150.0, 200.0)  # two weeks of climb, played after the baseline
     step = _draw(rng, 10.0, 20.0)  # after the previous tap, T−10 min
+
+    def climbed(t: int) -> float:  # 0 during the baseline, 1 once the two weeks are played
+        return ramp(t, TAP_BASELINE_S, TAP_CLIMB_S)
+
     o.shift(
-        tapblock, lambda t: climb + step * ramp(t, t0 - 10 * MINUTE, 60.0) + 300 * ramp(t, t0, 120)
+        tapblock,
+        lambda t: (
+            climb * climbed(t) + step * ramp(t, t0 - 10 * MINUTE, 60.0) + 300 * ramp(t, t0, 120)
+        ),
     )
-    o.shift(neighbour, lambda t: 0.3 * climb + 100.0 * ramp(t, t0, 120.0))
+    o.shift(neighbour, lambda t: 0.3 * climb * climbed(t) + 100.0 * ramp(t, t0, 120.0))
     p1_ret_t = lay.at(lay.ids("cw_return_temp", lay.panel(1)))
     dt_climb = _draw(rng, 2.0, 3.0)
-    o.shift(p1_ret_t, lambda t: dt_climb + 15.0 * ramp(t, t0 + 30, 120.0))
+    o.shift(p1_ret_t, lambda t: dt_climb * climbed(t) + 15.0 * ramp(t, t0 + 30, 120.0))
     o.shift(lay.at(lay.ids("cw_return_temp", lay.panel(2))), lambda t: 5.0 * ramp(t, t0 + 30, 120))
     co = _draw(rng, 50.0, 200.0)
     o.shift(
@@ -898,9 +925,11 @@ def _scenarios() -> tuple[Scenario, ...]:
             name="hot-work",
             title="Hot work on an off furnace (ITSS, 24 Dec 2023)",
             description=(
-                "Furnace off since T−24 h (compressed: the run starts at T−3h10m with the "
-                "cooling already applied; 30 days of sidewall +2 °C/day and panel ΔT +0.1 °C/day "
-                "applied as offsets). Hearth cools with τ 20–40 h yet is 850–950 °C at T−2 h. "
+                "Furnace off since T−24 h (compressed: the run starts at T−11h40m with the "
+                "cooling already applied). 8 h of the off, cooling furnace, then 30 days of "
+                "sidewall wear (+2 °C/day: +60 °C) and panel ΔT creep (+0.1 °C/day: +3 °C) "
+                "played as a 20-min ramp (T−3h40m … T−3h20m). Hearth cools with τ 20–40 h yet "
+                "is 850–950 °C at T−2 h. "
                 "Hot-work permit opens at T−3 h. O₂ in the maintenance bay drifts to 22.5–23 % "
                 "with torch puffs to ~24 % and LEL 3–8 %. At T0 the shell breaks out (+500 °C "
                 "in 10 s), area CO reaches 330–800 ppm within 40 s, panels P01/P02 lose "
@@ -932,8 +961,16 @@ def _scenarios() -> tuple[Scenario, ...]:
                 _exp("cw.imbalance", "F1-CW-P01", "critical", HOT_T0 + 60, "imbalance ≥ 10 %"),
                 _exp("cw.imbalance", "F1-CW-P02", "critical", HOT_T0 + 60, "imbalance ≥ 10 %"),
             ),
-            forbidden=(Forbidden("freeboard.", "F1", "freeboard rules run only while energised"),),
-            baseline_until_s=0,
+            forbidden=(
+                Forbidden("freeboard.", "F1", "freeboard rules run only while energised"),
+                # The 8 h before the wear are the off furnace's normal: cooling, nothing rising.
+                Forbidden("tc.rate", "", "a cooling furnace does not heat", HOT_BASELINE_S),
+                Forbidden("tc.baseline", "", "a cooling furnace does not heat", HOT_BASELINE_S),
+                Forbidden(
+                    "cw.", "", "the cooling water is normal until the ΔT creep", HOT_BASELINE_S
+                ),
+            ),
+            baseline_until_s=0,  # the furnace is off from the start
             build=_build_hot_work,
         ),
         Scenario(
@@ -986,9 +1023,10 @@ def _scenarios() -> tuple[Scenario, ...]:
             name="tap-runout",
             title="Tap-hole / sidewall run-out",
             description=(
-                "Two weeks of tap-block climb compressed into a +150–200 °C offset on "
-                "f1.sidewall.t01 (and +2–3 °C ΔT on panel P01) from the start, a +10–20 °C "
-                "step after the tap at T−10 min. At T0 (tapping) the tap block rises +300 °C "
+                "8 h of the normal plant, then two weeks of tap-block climb compressed into a "
+                "20-min ramp (T−40 … T−20 min) of +150–200 °C on f1.sidewall.t01 (its "
+                "neighbour t02 30 % of it, +2–3 °C ΔT on panel P01), a +10–20 °C step after "
+                "the tap at T−10 min. At T0 (tapping) the tap block rises +300 °C "
                 "in 2 min, its neighbour t02 +100 °C, P01 return water +15 °C (P02 +5 °C) from "
                 "T+30 s over 2 min, tapping-floor CO +50–200 ppm over 90 s. With probability "
                 "1/2 a burst line on P01 (return flow −32…50 %, imbalance > 30 %)."
@@ -1004,8 +1042,15 @@ def _scenarios() -> tuple[Scenario, ...]:
                 _exp("cw.panel_dt", "F1-CW-P01", "critical", TAP_T0 + 240, "ΔT ≥ 20 °C"),
                 _exp("gas.co.level", "tapping-floor", "warning", TAP_T0 + 180, "CO +50–200 ppm"),
             ),
-            forbidden=(),
-            baseline_until_s=0,
+            forbidden=(
+                Forbidden(
+                    "",
+                    "",
+                    "the 8-h normal baseline before the climb raises no alert",
+                    TAP_BASELINE_S,
+                ),
+            ),
+            baseline_until_s=TAP_BASELINE_S,
             build=_build_tap_runout,
         ),
         Scenario(

@@ -57,13 +57,13 @@ class Gateway1:
 
 
 def _pack(text: str, *, version: str, co_warning: float | None = None, effective: str = "") -> str:
-    out = text.replace('version = "2026.11.1"', f'version = "{version}"', 1)
+    out = text.replace('version = "2026.12.1"', f'version = "{version}"', 1)
     if co_warning is not None:
         block = out.index('id = "gas.co.level"')
         warn = out.index("level = 25.0", block)
         out = out[:warn] + f"level = {co_warning}" + out[warn + len("level = 25.0") :]
     if effective:
-        out = out.replace("effective = 2026-11-15", f"effective = {effective}", 1)
+        out = out.replace("effective = 2026-12-07", f"effective = {effective}", 1)
     return out
 
 

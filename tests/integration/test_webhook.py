@@ -202,7 +202,7 @@ def journal_entry(seq: int) -> dict[str, object]:
         "value": 60.0 + seq,
         "limit": 50.0,
         "reason": "level exceeded",
-        "pack_version": "2026.11.1",
+        "pack_version": "2026.12.1",
         "hash": seq.to_bytes(32, "big"),
     }
 

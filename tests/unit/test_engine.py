@@ -1185,3 +1185,106 @@ def test_replay_is_the_engine_through_the_lifecycle() -> None:
     assert a.result.entries
     assert a.result.last_hash == b.result.last_hash
     assert not math.isnan(a.result.entries[0]["value"])
+
+
+# -- anomaly rules: advisories ------------------------------------------------------------------
+
+_ANOMALY_RULE = rule(
+    "anomaly.tc",
+    "anomaly",
+    ["hearth_tc"],
+    off_delay_s=60.0,
+    warning={"level": 0.5, "priority": "advisory"},
+)
+_TC_HIGH = rule("tc.high", "threshold", ["hearth_tc"], direction="high", warning={"level": 1500.0})
+
+
+def _tc_rows(n: int = 5000, jump_at: int = 4800, seed: int = 3) -> list[Row]:
+    """A hearth thermocouple every 10 s: steady at 1000 +/- 2, then +40 (under tc.high), and
+    a short excursion over tc.high at the end."""
+    v = 1000.0 + 2.0 * np.random.default_rng(seed).standard_normal(n)
+    v[jump_at:] += 40.0
+    v[n - 20 : n - 10] = 1600.0
+    return series(1, v, step=10.0)
+
+
+def test_anomaly_rule_raises_an_explained_advisory() -> None:
+    """A new level under every threshold raises an advisory that says what, how far, since."""
+    engine = Engine(make_pack(_ANOMALY_RULE), [sensor(1, "hearth_tc", period_s=10.0)])
+    events = run_chunks(engine, _tc_rows(), list(range(0, 5000, 250)))
+    acts = [e for e in events if e.kind is EventKind.ACTIVATE]
+    assert acts, "the +40 step raised no advisory"
+    first = acts[0]
+    assert (first.at_us - T0) / US >= 4800 * 10  # nothing before the change
+    assert first.priority is Priority.ADVISORY
+    assert first.escalated_by == ()
+    assert not first.latch
+    assert first.detail is not None
+    ex = first.detail["explanation"]
+    assert ex["signal"] == "A1.hearth_tc.1"
+    assert abs(ex["expected"] - 1000.0) < 5
+    assert ex["usual_low"] < 1000.0 < ex["usual_high"]
+    assert ex["spreads_off"] > 5
+    assert ex["since"].startswith("2027-01-15T")  # T0 + 48000 s
+    assert "expected about" in first.reason
+    assert "unusual since" in first.reason
+
+
+def test_advisories_never_change_the_safety_events() -> None:
+    """The same readings give the same safety events with and without the anomaly rule."""
+    rows = _tc_rows()
+    cuts = list(range(0, 5000, 333))
+    with_anomaly = run_chunks(
+        Engine(make_pack(_TC_HIGH, _ANOMALY_RULE), [sensor(1, "hearth_tc", period_s=10.0)]),
+        rows,
+        cuts,
+    )
+    without = run_chunks(
+        Engine(make_pack(_TC_HIGH), [sensor(1, "hearth_tc", period_s=10.0)]), rows, cuts
+    )
+    safety = [e for e in with_anomaly if e.rule_id == "tc.high"]
+    assert safety == without
+    assert any(e.rule_id == "anomaly.tc" for e in with_anomaly)
+
+
+def test_advise_after_process_gives_what_process_gives_at_once() -> None:
+    """process(advise=False) then advise() yields the same events as process() alone."""
+    rows = _tc_rows()
+    pack = make_pack(_TC_HIGH, _ANOMALY_RULE)
+    at_once = run_chunks(Engine(pack, [sensor(1, "hearth_tc", period_s=10.0)]), rows, [2000])
+    later = Engine(pack, [sensor(1, "hearth_tc", period_s=10.0)])
+    got: list[ConditionEvent] = []
+    for part in (rows[:2000], rows[2000:]):
+        got += later.process(
+            [r[0] for r in part],
+            [T0 + round(r[1] * US) for r in part],
+            [r[2] for r in part],
+            [0] * len(part),
+            advise=False,
+        )
+        got += later.advise()
+    key = lambda e: (e.at_us, e.rule_id, e.kind.value)  # noqa: E731
+    assert sorted(got, key=key) == sorted(at_once, key=key)
+
+
+def test_detector_state_survives_a_checkpoint() -> None:
+    """An engine restored mid-stream raises the same advisories as one that ran through."""
+    rows = _tc_rows()
+    pack = make_pack(_ANOMALY_RULE)
+    through = run_chunks(Engine(pack, [sensor(1, "hearth_tc", period_s=10.0)]), rows, [3000])
+    first = Engine(pack, [sensor(1, "hearth_tc", period_s=10.0)])
+    before = feed(first, rows[:3000])
+    resumed = Engine(pack, [sensor(1, "hearth_tc", period_s=10.0)])
+    resumed.load_state(first.dump_state())
+    assert before + feed(resumed, rows[3000:]) == through
+
+
+def test_bad_readings_are_not_scored() -> None:
+    """Readings of bad quality, however wild, raise no advisory."""
+    v = 1000.0 + 2.0 * np.random.default_rng(4).standard_normal(5000)
+    rows: list[Row] = [(1, i * 10.0, float(x)) for i, x in enumerate(v)]
+    rows[4800:4810] = [(1, r[1], 9000.0, 2) for r in rows[4800:4810]]
+    events = run_chunks(
+        Engine(make_pack(_ANOMALY_RULE), [sensor(1, "hearth_tc", period_s=10.0)]), rows, [2500]
+    )
+    assert [e for e in events if e.kind is EventKind.ACTIVATE] == []

@@ -484,6 +484,7 @@ REQUIRED_IDS = {
     "health.stale.critical",
     "health.quality",
     "health.gateway",
+    "anomaly.process",
 }
 
 
@@ -509,10 +510,14 @@ def test_every_default_level_carries_its_source(rule: Rule) -> None:
 
 
 def test_default_priorities_leave_urgent_to_escalation() -> None:
-    """Criticals are high, warnings low or medium (hot work excepted), and none is urgent."""
+    """Criticals are high, warnings low or medium (hot work excepted), none is urgent, and
+    only the anomaly rules are advisory."""
     for rule in DEFAULT.rules:
         for lv in rule.levels:
             assert lv.priority is not Priority.URGENT, rule.id
+            assert (lv.priority is Priority.ADVISORY) == (rule.kind is RuleKind.ANOMALY), rule.id
+            if rule.kind is RuleKind.ANOMALY:
+                continue
             if lv.severity is Severity.CRITICAL:
                 assert lv.priority is Priority.HIGH, rule.id
             elif not rule.requires_permit:
@@ -703,10 +708,12 @@ def test_normal_plant_clears_every_rate_and_deviation_level(
 
 
 def test_derived_kinds_are_only_used_where_they_make_sense() -> None:
-    """panel_dt and cw_imbalance appear only in threshold, rate and deviation rules."""
+    """panel_dt and cw_imbalance appear only in threshold, rate, deviation and anomaly rules."""
     for rule in DEFAULT.rules:
         if set(rule.sensors.kinds) & set(DERIVED_KINDS):
-            assert rule.kind in (RuleKind.THRESHOLD, RuleKind.RATE, RuleKind.DEVIATION)
+            assert rule.kind in (
+                RuleKind.THRESHOLD, RuleKind.RATE, RuleKind.DEVIATION, RuleKind.ANOMALY
+            )  # fmt: skip
 
 
 # --- tungku rules ---------------------------------------------------------------------------
@@ -730,7 +737,7 @@ def test_rules_check_accepts_a_good_pack(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == f"{good}: ok — pack test 1, effective 2026-12-01, 1 rules"
-    assert lines[1].startswith(f"{default_pack_path()}: ok — pack smelter-default 2026.11.1")
+    assert lines[1].startswith(f"{default_pack_path()}: ok — pack smelter-default 2026.12.1")
 
 
 def test_rules_check_lists_each_problem_and_exits_1(tmp_path: Path) -> None:
@@ -769,7 +776,7 @@ def test_rules_show_prints_the_default_pack() -> None:
     """`tungku rules show` prints every rule of the shipped pack with its levels and sources."""
     out = _tungku("rules", "show")
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("pack smelter-default 2026.11.1, effective 2026-11-15")
+    assert out.stdout.startswith("pack smelter-default 2026.12.1, effective 2026-12-07")
     for rule in DEFAULT.rules:
         assert f"\n{rule.id} " in out.stdout
     assert "[S: NIOSH ceiling 200 ppm]" in out.stdout

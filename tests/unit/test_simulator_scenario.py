@@ -17,7 +17,11 @@ import pytest
 from simulator.fleet import Fleet, load_default_fleet, load_scenario_fleet, parse_fleet
 from simulator.plant import Plant
 from simulator.scenario import (
+    HOT_BASELINE_S,
+    HOT_WEAR_S,
     SCENARIOS,
+    TAP_BASELINE_S,
+    TAP_CLIMB_S,
     Expectation,
     Forbidden,
     ObservedAlert,
@@ -45,6 +49,20 @@ def _series(name: str, seed: int, sensor: str) -> Values:
     return v[:, sp.index(sensor)]
 
 
+@functools.cache
+def _bare(seed: int) -> Values:
+    """The plant without a scenario, as long as the longest scenario."""
+    plant = Plant(FLEET, seed)
+    return np.array([plant.values(k) for k in range(max(s.duration_s for s in SCENARIOS.values()))])
+
+
+def _offset(name: str, seed: int, sensor: str) -> Values:
+    """What the scenario adds to one sensor's bare-plant value, tick by tick."""
+    sp, v = _play(name, seed)
+    i = sp.index(sensor)
+    return v[:, i] - _bare(seed)[: len(v), i]
+
+
 def test_the_seven_scenarios_of_domain_section_6_are_registered() -> None:
     """All seven §6 scenarios can be looked up by name."""
     assert list(SCENARIOS) == [
@@ -62,7 +80,7 @@ def test_the_seven_scenarios_of_domain_section_6_are_registered() -> None:
 def test_timeline_expectations_and_permits_lie_inside_the_run(name: str) -> None:
     """T0, every expectation deadline, forbidden window and permit fall within the played run."""
     sc = SCENARIOS[name]
-    assert 0 < sc.t0_s < sc.duration_s <= 4 * 3600
+    assert 0 < sc.t0_s < sc.duration_s <= 12 * 3600
     assert sc.expectations
     for e in sc.expectations:
         assert 0 < e.by_s <= sc.duration_s, e
@@ -86,26 +104,24 @@ def test_scenario_fleet_keeps_readings_per_second_modest(name: str) -> None:
 def test_same_seed_gives_identical_values_and_another_seed_differs(name: str) -> None:
     """Replaying a scenario with its seed is exact; another seed gives other values."""
     sc = SCENARIOS[name]
-    ticks = range(min(sc.duration_s, sc.t0_s + 300))
-    a = ScenarioPlant(FLEET, sc, 11)
-    b = ScenarioPlant(FLEET, sc, 11)
-    c = ScenarioPlant(FLEET, sc, 12)
-    va = np.array([a.values(k) for k in ticks])
-    assert np.array_equal(va, np.array([b.values(k) for k in ticks]))
-    assert not np.array_equal(va, np.array([c.values(k) for k in ticks]))
+    # The played runs of the signature tests (hours long for some) serve as two of the three.
+    a, va = _play(name, SEEDS[0])
+    c, vc = _play(name, SEEDS[1])
+    b = ScenarioPlant(FLEET, sc, SEEDS[0])
+    assert np.array_equal(va, np.array([b.values(k) for k in range(sc.duration_s)]))
+    assert not np.array_equal(va, vc)
     assert dict(a.params) == dict(b.params) != dict(c.params)
 
 
 @pytest.mark.parametrize("name", [n for n, s in SCENARIOS.items() if s.baseline_until_s > 0])
 def test_values_before_the_event_are_the_bare_plants(name: str) -> None:
-    """Where a scenario says so, every value before T0 equals the plant without the scenario."""
+    """Where a scenario says so, every value before its baseline ends (T0, or the start of a
+    slow fault) equals the plant without the scenario."""
     sc = SCENARIOS[name]
     _, v = _play(name, SEEDS[0])
-    plant = Plant(FLEET, SEEDS[0])
-    bare = np.array([plant.values(k) for k in range(sc.baseline_until_s)])
-    assert np.array_equal(v[: sc.baseline_until_s], bare)
-    after = np.array([plant.values(k) for k in range(sc.baseline_until_s, sc.duration_s)])
-    assert not np.array_equal(v[sc.baseline_until_s :], after)
+    bare = _bare(SEEDS[0])[: sc.duration_s]
+    assert np.array_equal(v[: sc.baseline_until_s], bare[: sc.baseline_until_s])
+    assert not np.array_equal(v[sc.baseline_until_s :], bare[sc.baseline_until_s :])
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -137,6 +153,27 @@ def test_hot_work_signature(seed: int) -> None:
         sup, ret = s(f"f1.cw.{p}.supply_flow"), s(f"f1.cw.{p}.return_flow")
         imbalance = (sup[t0 + 30 :] - ret[t0 + 30 :]) / sup[t0 + 30 :]
         assert 0.08 < float(np.median(imbalance)) < 0.32
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_hot_work_wear_is_a_ramp_after_eight_hours_of_the_cooling_furnace(seed: int) -> None:
+    """Hot work: the sidewall only cools (residual heat) for 8 h, then 30 days of wear add
+    +60 °C over 20 min; the panel ΔT creep (+3 °C) is absent before and ramps with it."""
+    name = "hot-work"
+    a, b = HOT_BASELINE_S, HOT_BASELINE_S + HOT_WEAR_S
+    assert SCENARIOS[name].t0_s - b == 3 * 3600 + 20 * 60
+    for i in range(1, 7):
+        d = _offset(name, seed, f"f1.sidewall.t{i:02d}")
+        assert np.all(np.diff(d[:a]) <= 0.002)  # residual heat only: cooling, never rising
+        assert d[a] < d[0] - 30.0
+        assert 54.0 < d[b] - d[a] <= 60.0  # +60 °C of wear, less 20 min of cooling
+        assert 0.4 < (d[(a + b) // 2] - d[a]) / (d[b] - d[a]) < 0.6  # linear, not a step
+        assert np.all(np.diff(d[b:]) <= 0.002)  # then cooling on
+    for p in ("p01", "p02", "p03", "p04"):
+        d = _offset(name, seed, f"f1.cw.{p}.return_temp")
+        assert np.allclose(d[:a], 0.0, atol=0.002)
+        assert np.allclose(d[b : SCENARIOS[name].t0_s], 3.0, atol=0.002)
+        assert abs(d[(a + b) // 2] - 1.5) < 0.01
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -172,8 +209,9 @@ def test_pump_trip_signature(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_tap_runout_signature(seed: int) -> None:
-    """Tap run-out: the tap block +300 °C in 2 min past 600 °C, neighbouring return water
-    +15 °C, tapping-floor CO +50 ppm; a burst line, when drawn, takes over 30 % of the flow."""
+    """Tap run-out: after 8 h of the normal plant the tap block climbs +150–200 °C over 20 min;
+    at tapping +300 °C in 2 min past 600 °C, neighbouring return water +15 °C, tapping-floor
+    CO +50 ppm; a burst line, when drawn, takes over 30 % of the flow."""
     name = "tap-runout"
     t0 = SCENARIOS[name].t0_s
     sp, _ = _play(name, seed)
@@ -181,7 +219,18 @@ def test_tap_runout_signature(seed: int) -> None:
     tap = s("f1.sidewall.t01")
     assert tap[t0 + 120] - tap[t0 - 1] > 285.0
     assert tap[t0 + 180] > 630.0
-    assert tap[0] - Plant(FLEET, seed).values(0)[sp.index("f1.sidewall.t01")] >= 150.0
+    # Two weeks of climb (+150–200 °C), a ramp of 20 min after 8 h of the normal plant.
+    a, b = TAP_BASELINE_S, TAP_BASELINE_S + TAP_CLIMB_S
+    assert t0 - b == 20 * 60
+    climb = _offset(name, seed, "f1.sidewall.t01")
+    assert np.allclose(climb[:a], 0.0)
+    assert 150.0 <= climb[b] <= 200.0
+    assert np.allclose(climb[b : t0 - 600], sp.params["climb_c"], atol=0.002)
+    assert abs(climb[(a + b) // 2] - 0.5 * climb[b]) < 0.01
+    neighbour = _offset(name, seed, "f1.sidewall.t02")
+    assert np.allclose(neighbour[b:t0], 0.3 * sp.params["climb_c"], atol=0.002)
+    p01 = _offset(name, seed, "f1.cw.p01.return_temp")
+    assert np.allclose(p01[b:t0], sp.params["dt_climb_c"], atol=0.002)
     dt = s("f1.cw.p01.return_temp") - s("f1.cw.p01.supply_temp")
     assert dt[t0 + 180] > 17.0
     co = s("tapping-floor.co")
@@ -395,7 +444,7 @@ def test_expectations_export_as_json_with_absolute_times() -> None:
     assert doc["t0_ms"] == 1_000_000 + SCENARIOS["hot-work"].t0_s * 1000
     permit = doc["permits"][0]
     assert permit["asset"] == "F1"
-    assert permit["open_ms"] == 1_000_000 + 600_000
+    assert permit["open_ms"] == 1_000_000 + (8 * 3600 + 40 * 60) * 1000
     assert permit["close_ms"] is None
     assert {e["rule"] for e in doc["expectations"]} >= {"hotwork.tc", "hotwork.shell"}
     assert "start_ms" not in SCENARIOS["hot-work"].to_json()

@@ -51,7 +51,7 @@ def entry(**overrides: object) -> dict[str, object]:
         "value": 62.5,
         "limit": 50.0,
         "reason": "level 50.0 exceeded for 3.0 s",
-        "pack_version": "2026.11.1",
+        "pack_version": "2026.12.1",
         "hash": bytes.fromhex("ab" * 32),
     }
     base.update(overrides)
