@@ -8,12 +8,16 @@ no randomness; the same readings give the same scores however they were cut into
 The method was chosen by measurement on the Numenta Anomaly Benchmark (bench/anomaly_bench.py,
 README "Anomaly detection"). Per sensor it counts how often readings fell in each band of the
 value range; a reading's surprise is S = ln((N + 1) / (c + 0.1)) nats, with c the weight of
-readings seen in its band before it and N the weight of all. Three tables are kept:
+readings seen in its band before it and N the weight of all. Four tables are kept:
 
-- **value**: bands across the sensor's range, with room either side for values beyond it;
+- **value**: bands across the sensor's range, and beyond it slots that double in width, so a
+  value far beyond anything seen lands in a slot of its own;
 - **season**: coarser value bands per hour of day (UTC), used from the sensor's second day;
 - **deviation**: bands of the reading's departure from a 30-minute EWMA of the sensor, in
-  units of the sensor's own usual step, so a change of pace shows before the value is new.
+  units of the sensor's own usual step, so a change of pace shows before the value is new;
+- **persistence**: how long the readings have stayed outside the usual range (EWMA -/+ 3
+  usual spreads), in doubling bands from 7 effective readings on: a slow fault keeps them
+  out longer than the signal's own wander ever has.
 
 A table's surprise counts only when it beats the surprise that table last let through, within
 the last `hold` effective readings, by `hold_add` nats (one detection per episode, not one
@@ -69,6 +73,9 @@ class Params:
     fire_pen: float = 3.0  # nats of penalty per ln(1 + firings)
     out_c: float = 7.0  # score = S / (S + out_c)
     prior: float = 1.0  # share of the learning readings counted in the value table
+    outer_growth: bool = True  # slots beyond the range double in width
+    run_table: int = 16  # persistence slots: streak lengths 0, 1, 2-3, 4-7, ...
+    run_min_band: int = 3  # persistence counts from this slot on (7 effective readings)
 
     def check(self) -> None:
         """Raise AnomalyError for parameters the detector cannot run with."""
@@ -97,7 +104,7 @@ class Explanation:
     low: float  # usual range: baseline -/+ 3 usual spreads
     high: float
     spreads: float  # how far off, in usual spreads
-    table: str  # which view found it new: value, season (hour of day) or deviation
+    table: str  # which view found it new: value, season (hour of day), deviation, persistence
     since_us: int  # since when the readings have been outside the usual range (this one's
     # time when it is the first)
 
@@ -107,6 +114,7 @@ class Explanation:
             "value": "a value this sensor has rarely shown",
             "season": "unusual for this hour of day",
             "deviation": "an unusual departure from its recent course",
+            "persistence": "outside its usual range for longer than it has ever been",
         }.get(self.table, "unusual")
         return (
             f"{signal} {self.value:.4g} ({why}): expected about {self.expected:.4g}, usual "
@@ -115,7 +123,7 @@ class Explanation:
         )
 
 
-_TABLES: Final = ("value", "season", "deviation")
+_TABLES: Final = ("value", "season", "deviation", "persistence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,9 +201,12 @@ class AnomalyDetector:
             "n_s": (24,),
             "c_d": (p.dev_table,),
             "n_d": (),
-            "held": (3,),  # per table: last surprise let through
-            "held_at": (3,),  # per table: age when it was let through
-            "fires": (3,),  # per table: decaying count of detections
+            "streak": (),  # effective readings in a row outside ewma -/+ 3 spreads
+            "c_r": (p.run_table,),
+            "n_r": (),
+            "held": (4,),  # per table: last surprise let through
+            "held_at": (4,),  # per table: age when it was let through
+            "fires": (4,),  # per table: decaying count of detections
         }
 
     def _grow(self, cap: int) -> None:
@@ -341,6 +352,8 @@ class AnomalyDetector:
         off_t = a["off_t"][s]
         off_t = np.where(outside, np.where(off_t < 0, t, off_t), -1.0)
         a["off_t"][s] = off_t
+        streak = np.where(outside, a["streak"][s] + w, 0.0)
+        a["streak"][s] = streak
 
         age = a["age"][s] + w
         a["age"][s] = age
@@ -379,14 +392,12 @@ class AnomalyDetector:
             width = a["width"][ls]
             x = (lv - a["lo"][ls]) / width  # position in bands
             # value table
-            off = (p.table - p.bands) // 2
-            bv = np.clip(np.floor(x).astype(np.int64) + off, 0, p.table - 1)
+            bv = _band(x, p.bands, p.table, p.outer_growth)
             sv = self._surprise("c_v", "n_v", ls, bv, lw)
             # season table (hour of day, UTC), from the sensor's second day
             hour = (lt // _HOUR_US) % 24
-            soff = (p.season_table - p.season_bands) // 2
             xs = x * (p.season_bands / p.bands)
-            bs = np.clip(np.floor(xs).astype(np.int64) + soff, 0, p.season_table - 1)
+            bs = _band(xs, p.season_bands, p.season_table, p.outer_growth)
             ss = self._surprise("c_s", "n_s", ls, bs, lw, row=hour)
             ss = np.where(lt - a["first_t"][ls] >= _DAY_US, ss, 0.0)
             # deviation table
@@ -395,7 +406,12 @@ class AnomalyDetector:
             bd = np.clip(np.floor(dv).astype(np.int64) + p.dev_table // 2, 0, p.dev_table - 1)
             sd = self._surprise("c_d", "n_d", ls, bd, lw)
             sd = np.where(dw > 0, sd, 0.0)
-            surprise = np.stack((sv, ss, sd), axis=1)
+            # persistence: how long the readings have stayed outside the usual range, in
+            # doubling bands; a slow fault keeps them out longer than the signal ever has
+            br = np.minimum(np.floor(np.log2(1.0 + streak[live])).astype(np.int64), p.run_table - 1)
+            sr = self._surprise("c_r", "n_r", ls, br, lw)
+            sr = np.where(br >= p.run_min_band, sr, 0.0)
+            surprise = np.stack((sv, ss, sd, sr), axis=1)
             passed = self._hold(ls, lage, lw, surprise)
             best = passed.argmax(axis=1)
             top = passed[np.arange(ls.size), best]
@@ -478,6 +494,20 @@ class AnomalyDetector:
         self._grow(max(16, n))
         for name, arr in arrays.items():
             self.a[name][:n] = arr
+
+
+def _band(x: FloatArray, bands: int, table: int, growth: bool) -> IntArray:
+    """Table slot of positions x (in bands from the range's lower edge): one slot per band
+    inside the range; beyond it, slots one band wide (or, with `growth`, 1, 2, 4, ... bands
+    wide, so that a value far beyond anything seen still lands in a slot of its own)."""
+    off = (table - bands) // 2
+    if not growth:
+        return np.clip(np.floor(x).astype(np.int64) + off, 0, table - 1)
+    inner = np.floor(np.clip(x, 0.0, bands - 1e-9)).astype(np.int64)
+    above = np.floor(np.log2(1.0 + np.maximum(x - bands, 0.0))).astype(np.int64)
+    below = np.floor(np.log2(1.0 + np.maximum(-x, 0.0))).astype(np.int64)
+    idx = np.where(x >= bands, off + bands + above, np.where(x < 0, off - 1 - below, off + inner))
+    return np.clip(idx, 0, table - 1)
 
 
 def _grid(lo: float, hi: float, bands: int) -> tuple[float, float]:

@@ -69,10 +69,36 @@ class Committed:
     #: Batches were not handed over (the worker was behind): evaluate what the database holds
     #: after the engine's watermarks first. Carries the dropped batches' status changes.
     catch_up: bool = False
+    #: With catch_up: per sensor key, the latest reading time of the dropped batches. The
+    #: catch-up reads up to these only: with two ingest writers a later batch can be
+    #: committed before an earlier one, and reading past the dropped ones would make the
+    #: earlier batch, handed over next, look like a redelivery.
+    upto: dict[int, int] | None = None
+
+    def add_upto(self, keys: npt.ArrayLike, ts_us: npt.ArrayLike) -> None:
+        """Widen `upto` by a dropped batch's readings."""
+        k = np.asarray(keys, dtype=np.int64)
+        if not k.size:
+            return
+        t = np.asarray(ts_us, dtype=np.int64)
+        order = np.lexsort((t, k))
+        k, t = k[order], t[order]
+        last = np.append(np.flatnonzero(k[1:] != k[:-1]), k.size - 1)
+        upto = self.upto if self.upto is not None else {}
+        for key, ts in zip(k[last].tolist(), t[last].tolist(), strict=True):
+            if ts > upto.get(key, -1):
+                upto[key] = ts
+        self.upto = upto
 
 
 def merge_committed(batches: list[Committed]) -> Committed:
     """Several committed batches as one, in commit order (the engine sorts by time)."""
+    upto: dict[int, int] | None = None
+    for b in batches:
+        if b.catch_up:
+            upto = upto if upto is not None else {}
+            for key, ts in (b.upto or {}).items():
+                upto[key] = max(ts, upto.get(key, -1))
     return Committed(
         np.concatenate([np.asarray(b.keys, dtype=np.int64) for b in batches]),
         np.concatenate([np.asarray(b.ts_us, dtype=np.int64) for b in batches]),
@@ -80,6 +106,7 @@ def merge_committed(batches: list[Committed]) -> Committed:
         np.concatenate([np.asarray(b.qualities, dtype=np.int64) for b in batches]),
         [st for b in batches for st in b.statuses],
         catch_up=any(b.catch_up for b in batches),
+        upto=upto,
     )
 
 
@@ -189,11 +216,14 @@ class Evaluator:
         """Evaluate one committed batch and commit its transitions; returns the events."""
         async with self._lock:
             if batch.catch_up:
-                await self._catch_up(await self._store.sensors(self._sites))
+                await self._catch_up(await self._store.sensors(self._sites), upto=batch.upto)
             return await self._evaluate(batch, force_save=False)
 
-    async def _catch_up(self, sensors: list[SensorInfo]) -> int:
-        """Evaluate the readings committed after each sensor's last evaluated one."""
+    async def _catch_up(
+        self, sensors: list[SensorInfo], *, upto: dict[int, int] | None = None
+    ) -> int:
+        """Evaluate the readings committed after each sensor's last evaluated one (up to
+        `upto` per sensor when given: the readings of batches that were not handed over)."""
         marks = self.engine.watermarks()
         # A sensor the engine never evaluated (a checkpoint taken before its first reading,
         # a new sensor): from REBUILD_S before its latest stored reading, so its windows
@@ -206,6 +236,12 @@ class Evaluator:
         if not marks:
             return 0
         n = 0
+        if upto is not None:
+            spans = {k: (marks[k], t) for k, t in upto.items() if k in marks and t > marks[k]}
+            async for keys, ts, vals, qual in self._store.readings_in(spans):
+                await self._evaluate(Committed(keys, ts, vals, qual), force_save=False)
+                n += int(np.size(keys))
+            return n
         async for keys, ts, vals, qual in self._store.readings_after(marks):
             await self._evaluate(Committed(keys, ts, vals, qual), force_save=False)
             n += int(np.size(keys))

@@ -80,18 +80,19 @@ class EvaluatorProcess:
         self.pack_refusals = 0
         self.via_database = 0  # batches the child read from the database instead
         self._overflow: Committed | None = None
+        self._handed = 0  # items put on the child's queue (since it started)
+        self._finished = 0  # items the child has reported evaluated and committed
 
     @property
     def backlog(self) -> int:
-        """Batches queued for the child."""
-        try:
-            return int(self._in.qsize()) if self._in is not None else 0
-        except NotImplementedError:  # pragma: no cover - macOS has no qsize
-            return 0
+        """Batches handed to the child and not yet evaluated and committed by it, the one it
+        is working on included, plus a pending request to read missed batches."""
+        return self._handed - self._finished + (self._overflow is not None)
 
     async def start(self) -> None:
         """Spawn the child and wait until it has resumed and caught up."""
         self._in = self._ctx.Queue(maxsize=_QUEUE_BATCHES)
+        self._handed = self._finished = 0  # a new child: what the old one held is re-read
         self._out = self._ctx.Queue()
         self._proc = self._ctx.Process(
             target=child_main, args=(self._cfg, self._in, self._out), name="tungku-alerts"
@@ -118,7 +119,8 @@ class EvaluatorProcess:
 
     def _account(self, msg: tuple[Any, ...]) -> None:
         if msg[0] == "done":
-            _, readings, events, refusals = msg
+            _, readings, events, refusals, items = msg
+            self._finished += items
             self.readings += readings
             self.events += events
             self.pack_refusals = refusals
@@ -132,15 +134,18 @@ class EvaluatorProcess:
         await self._ensure_alive()
         if self._overflow is not None and not self._flush_overflow():
             self._overflow.statuses.extend(batch.statuses)
+            self._overflow.add_upto(batch.keys, batch.ts_us)
             self.via_database += 1
             return 0
         try:
             self._in.put_nowait(batch)
+            self._handed += 1
         except queue.Full:
             empty = np.empty(0, dtype=np.int64)
             self._overflow = Committed(
-                empty, empty, np.empty(0), empty, list(batch.statuses), catch_up=True
+                empty, empty, np.empty(0), empty, list(batch.statuses), catch_up=True, upto={}
             )
+            self._overflow.add_upto(batch.keys, batch.ts_us)
             self.via_database += 1
         return 0
 
@@ -150,6 +155,7 @@ class EvaluatorProcess:
             return True
         try:
             self._in.put_nowait(self._overflow)
+            self._handed += 1
         except queue.Full:
             return False
         self._overflow = None
@@ -279,7 +285,7 @@ async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
                 await asyncio.wait_for(stop.wait(), 0.5)
             if ev.pack_refusals != sent:
                 sent = ev.pack_refusals
-                outbox.put(("done", 0, 0, sent))
+                outbox.put(("done", 0, 0, sent, 0))
 
     async with asyncio.TaskGroup() as tg:
         tg.create_task(ev.housekeep(stop), name="alert-housekeep")
@@ -292,7 +298,8 @@ async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
                     merged = batches[0] if len(batches) == 1 else merge_committed(batches)
                     before = ev.readings
                     events = await ev.evaluate(merged)
-                    outbox.put(("done", ev.readings - before, events, ev.pack_refusals))
+                    done = (ev.readings - before, events, ev.pack_refusals, len(batches))
+                    outbox.put(("done", *done))
                 if items[-1] is None:
                     break
         finally:

@@ -18,7 +18,7 @@ import pytest
 
 from alerting.store import to_us
 from simulator.fleet import load_scenario_fleet
-from simulator.scenario import HOT_BASELINE_S, ObservedAlert, check, scenario
+from simulator.scenario import HOT_BASELINE_S, TAP_BASELINE_S, ObservedAlert, check, scenario
 from tests.fix_broker import Broker
 from tests.fix_ingest import (
     IngestProcess,
@@ -104,8 +104,10 @@ def test_scenario_raises_its_expected_alerts_in_time(
     observed = _observed(db, start_ms * 1000)
     problems = check(sc, observed)
     assert not problems, "\n".join(problems) + "\n\nobserved:\n" + "\n".join(map(str, observed))
-    if name == "hot-work":
-        _assert_wear_flagged_first(db, start_ms * 1000)
+    if name == "hot-work":  # every sidewall thermocouple wears
+        _assert_flagged_first(db, start_ms * 1000, HOT_BASELINE_S, "f1.sidewall.t0_", 4)
+    if name == "tap-runout":  # the tap block climbs
+        _assert_flagged_first(db, start_ms * 1000, TAP_BASELINE_S, "f1.sidewall.t01", 1)
     verify = subprocess.run(
         [sys.executable, "-m", "ingest.cli", "journal", "verify"],
         env={**svc.env},
@@ -117,15 +119,17 @@ def test_scenario_raises_its_expected_alerts_in_time(
     assert verify.returncode == 0, verify.stdout
 
 
-def _assert_wear_flagged_first(db: psycopg.Connection[Any], start_us: int) -> None:
-    """The refractory wear ramp (20 min from HOT_BASELINE_S) is flagged by advisories on most
-    sidewall thermocouples within its first 10 minutes, each before any safety alert on that
-    thermocouple; each advisory explains itself."""
-    wear_us = start_us + HOT_BASELINE_S * 1_000_000
+def _assert_flagged_first(
+    db: psycopg.Connection[Any], start_us: int, ramp_s: int, subjects: str, need: int
+) -> None:
+    """A slow fault ramping in from plant second `ramp_s` is flagged by advisories on at least
+    `need` of the sensors matching `subjects` (SQL LIKE) within its first 10 minutes, each
+    before any safety alert on that sensor; each advisory explains itself."""
+    wear_us = start_us + ramp_s * 1_000_000
     rows = db.execute(
         "SELECT subject, priority, at, reason, detail FROM alert_journal"
-        " WHERE action = 'activate' AND subject LIKE 'f1.sidewall.%%' AND at >= %s ORDER BY at",
-        (datetime.fromtimestamp(wear_us / 1e6, UTC),),
+        " WHERE action = 'activate' AND subject LIKE %s AND at >= %s ORDER BY at",
+        (subjects, datetime.fromtimestamp(wear_us / 1e6, UTC)),
     ).fetchall()
     first_adv: dict[str, int] = {}
     first_safety: dict[str, int] = {}
@@ -142,7 +146,7 @@ def _assert_wear_flagged_first(db: psycopg.Connection[Any], start_us: int) -> No
     early = {
         s: t for s, t in first_adv.items() if t <= 600_000_000 and t < first_safety.get(s, 1 << 62)
     }
-    assert len(early) >= 4, f"advisories {first_adv}, safety {first_safety}"
+    assert len(early) >= need, f"advisories {first_adv}, safety {first_safety}"
 
 
 def test_a_normal_day_raises_no_process_alert_and_nothing_chatters(
