@@ -350,3 +350,61 @@ def test_replay_of_a_recorded_file_prints_the_transitions_it_would_journal(
     refused = cli(database_url, db_schema, "replay", "--recorded", str(bad))
     assert refused.returncode == 2
     assert "rec-site/ghost unknown" in refused.stderr
+
+
+@pytest.mark.asyncio
+async def test_catch_up_reads_only_up_to_the_dropped_batches(
+    database_url: str, db_schema: str
+) -> None:
+    """After a full hand-over queue the evaluator reads what it missed from the database, but
+    only up to the dropped batches: a later batch another ingest writer committed first is
+    left for its turn, so an earlier batch handed over next is not mistaken for a redelivery
+    (its readings skipped, and the sensor reported silent)."""
+    from alerting.evaluator import Committed, Evaluator  # noqa: PLC0415 - this test only
+
+    register(database_url, db_schema, co_detector_site("catch-site", 2.0))
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        key = conn.execute(
+            f'SELECT key FROM "{db_schema}".sensors WHERE site_id = %s', ("catch-site",)
+        ).fetchone()[0]
+
+    def rows(first: int, n: int) -> list[tuple[int, datetime, float, int]]:
+        return [
+            (key, datetime.fromtimestamp((T0 + (first + i) * 2_000_000) / 1e6, UTC), 3.0, 0)
+            for i in range(n)
+        ]
+
+    def insert(batch: list[tuple[int, datetime, float, int]]) -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.cursor().executemany(
+                f'INSERT INTO "{db_schema}".readings (sensor_key, ts, value, quality)'
+                " VALUES (%s, %s, %s, %s)",
+                batch,
+            )
+
+    def committed(batch: list[tuple[int, datetime, float, int]]) -> Committed:
+        return Committed(
+            [r[0] for r in batch], [to_us(r[1]) for r in batch], [r[2] for r in batch],
+            [r[3] for r in batch],
+        )  # fmt: skip
+
+    store = AlertStore(database_url=database_url, schema=db_schema)
+    ev = Evaluator(store=store, pack=PACK, pack_body="", sites=("catch-site",))
+    try:
+        await ev.start()
+        insert(rows(0, 10))  # evaluated before the queue filled
+        await ev.evaluate(committed(rows(0, 10)))
+        assert ev.engine.watermarks()[key] == T0 + 9 * 2_000_000
+        dropped, earlier, later = rows(10, 10), rows(20, 10), rows(30, 10)
+        insert(dropped)  # writer 1: not handed over (queue full)
+        insert(later)  # writer 2 commits its later batch before writer 1's next one
+        marker = Committed([], [], [], [], catch_up=True, upto={})
+        marker.add_upto([r[0] for r in dropped], [to_us(r[1]) for r in dropped])
+        await ev.evaluate(marker)
+        insert(earlier)
+        await ev.evaluate(committed(earlier))
+        await ev.evaluate(committed(later))
+        assert ev.engine.skipped == 0
+        assert ev.engine.watermarks()[key] == T0 + 39 * 2_000_000
+    finally:
+        await ev.close()
