@@ -366,8 +366,7 @@ class AnomalyDetector:
         done = age >= p.learn
         need_grid = np.isnan(lo) & done
         if need_grid.any():
-            g = s[need_grid]
-            for j, gs in enumerate(g.tolist()):
+            for gs in s[need_grid].tolist():
                 a["lo"][gs], a["width"][gs] = _grid(
                     float(a["l_min"][gs]), float(a["l_max"][gs]), p.bands
                 )
@@ -376,7 +375,6 @@ class AnomalyDetector:
                 off = (p.table - p.bands) // 2
                 a["c_v"][gs, off : off + p.bands] += p.learn * p.prior / p.bands
                 a["n_v"][gs] += p.learn * p.prior
-                del j
         need_dev = (a["dev_w"][s] == 0) & done
         if need_dev.any():
             g = s[need_dev]

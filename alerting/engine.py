@@ -485,6 +485,11 @@ class Engine:
         out.sort(key=lambda e: (e.at_us, e.site, e.rule_id, e.subject, _KIND_ORDER[e.kind]))
         return out
 
+    @property
+    def pending_readings(self) -> int:
+        """Readings evaluated by the safety rules and not yet scored by `advise`."""
+        return sum(tt.size for _, tt, _ in self._pending)
+
     def advise(self) -> list[ConditionEvent]:
         """Score the readings evaluated since the last call with the anomaly detector and
         return the anomaly rules' events (advisories), in event-time order.

@@ -55,6 +55,8 @@ _CHECKPOINT_EVERY_S = 30.0
 _REFRESH_EVERY_S = 2.0
 #: History replayed into a new pack's engine: the longest window (8-h TWA) and a margin.
 REBUILD_S = 8 * 3600 + 600
+#: Readings the anomaly detector may fall behind the safety rules while batches wait.
+_MAX_PENDING = 100_000
 
 
 @dataclass(slots=True)
@@ -212,12 +214,17 @@ class Evaluator:
             caught_up=caught_up,
         )
 
-    async def evaluate(self, batch: Committed) -> int:
-        """Evaluate one committed batch and commit its transitions; returns the events."""
+    async def evaluate(self, batch: Committed, *, advise: bool = True) -> int:
+        """Evaluate one committed batch and commit its transitions; returns the events.
+
+        `advise` False: more batches are waiting, so the anomaly detector waits too (its
+        readings are kept, up to `_MAX_PENDING`) and the next batch's safety rules run first;
+        the detector does not depend on how readings are grouped, so nothing changes but
+        when the advisories come."""
         async with self._lock:
             if batch.catch_up:
                 await self._catch_up(await self._store.sensors(self._sites), upto=batch.upto)
-            return await self._evaluate(batch, force_save=False)
+            return await self._evaluate(batch, force_save=False, advise=advise)
 
     async def _catch_up(
         self, sensors: list[SensorInfo], *, upto: dict[int, int] | None = None
@@ -333,7 +340,7 @@ class Evaluator:
                 )  # fmt: skip
         await self._commit(events, force=True)
 
-    async def _evaluate(self, batch: Committed, *, force_save: bool) -> int:
+    async def _evaluate(self, batch: Committed, *, force_save: bool, advise: bool = True) -> int:
         engine = self.engine
         events = await asyncio.to_thread(
             engine.process,
@@ -348,6 +355,8 @@ class Evaluator:
         await self._commit(events, force=force_save)
         # Advisories after the safety transitions are committed: the detector never delays a
         # safety alarm. A detector failure drops this batch's advisories, never the batch.
+        if not advise and engine.pending_readings < _MAX_PENDING:
+            return len(events)
         try:
             advisories = await asyncio.to_thread(engine.advise)
         except AnomalyError as exc:

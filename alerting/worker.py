@@ -297,7 +297,8 @@ async def _child(cfg: WorkerConfig, inbox: Any, outbox: Any) -> None:
                 if batches:
                     merged = batches[0] if len(batches) == 1 else merge_committed(batches)
                     before = ev.readings
-                    events = await ev.evaluate(merged)
+                    # More batches waiting: their safety rules before this one's advisories.
+                    events = await ev.evaluate(merged, advise=inbox.empty())
                     done = (ev.readings - before, events, ev.pack_refusals, len(batches))
                     outbox.put(("done", *done))
                 if items[-1] is None:
