@@ -124,6 +124,8 @@ class Explanation:
 
 
 _TABLES: Final = ("value", "season", "deviation", "persistence")
+_MAX_SPREADS: Final = 1e6  # how far off an explanation says at most
+_MAX_BANDS: Final = 1e9  # positions are clipped here before becoming slot numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +148,16 @@ class Explained:
             return None
         sp = float(self.spread[i])
         v = float(self.values[i])
+        # A flat signal's spread tends to 0: "how far off" is capped, so that it stays a
+        # number a journal (JSON) can carry exactly.
+        off = abs(v - ew) / sp if sp > 0 else _MAX_SPREADS
         return Explanation(
             score=score,
             value=v,
             expected=ew,
             low=ew - 3 * sp,
             high=ew + 3 * sp,
-            spreads=abs(v - ew) / sp if sp > 0 else math.inf,
+            spreads=min(off, _MAX_SPREADS),
             table=_TABLES[int(self.table[i])] if self.table[i] >= 0 else "",
             since_us=int(self.since_us[i]) if self.since_us[i] >= 0 else int(self.ts_us[i]),
         )
@@ -388,7 +393,7 @@ class AnomalyDetector:
             ls, lt, lv, lw, ldev = s[live], t[live], v[live], w[live], dev[live]
             lage = age[live]
             width = a["width"][ls]
-            x = (lv - a["lo"][ls]) / width  # position in bands
+            x = np.clip((lv - a["lo"][ls]) / width, -_MAX_BANDS, _MAX_BANDS)  # in bands
             # value table
             bv = _band(x, p.bands, p.table, p.outer_growth)
             sv = self._surprise("c_v", "n_v", ls, bv, lw)
@@ -401,7 +406,8 @@ class AnomalyDetector:
             # deviation table
             dw = a["dev_w"][ls]
             dv = ldev / np.where(dw > 0, dw, 1.0)
-            bd = np.clip(np.floor(dv).astype(np.int64) + p.dev_table // 2, 0, p.dev_table - 1)
+            di = np.clip(np.floor(dv), -_MAX_BANDS, _MAX_BANDS).astype(np.int64)
+            bd = np.clip(di + p.dev_table // 2, 0, p.dev_table - 1)
             sd = self._surprise("c_d", "n_d", ls, bd, lw)
             sd = np.where(dw > 0, sd, 0.0)
             # persistence: how long the readings have stayed outside the usual range, in

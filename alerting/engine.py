@@ -329,6 +329,7 @@ class Engine:
         #: good readings evaluated but not yet scored by it (see `advise`).
         self._detector = AnomalyDetector()
         self._pending: list[tuple[_Subject, IntArray, FloatArray]] = []
+        self.detector_note = ""  # why a saved detector state was not restored
         self.set_sensors(sensors)
 
     # -- setup ----------------------------------------------------------------------------
@@ -484,6 +485,12 @@ class Engine:
             out.extend(self.advise())
         out.sort(key=lambda e: (e.at_us, e.site, e.rule_id, e.subject, _KIND_ORDER[e.kind]))
         return out
+
+    def adopt_detector(self, other: Engine) -> None:
+        """Take over another engine's anomaly detector (what it learnt per sensor does not
+        depend on the rules), dropping readings this engine queued for its own."""
+        self._detector = other._detector
+        self._pending = []
 
     @property
     def pending_readings(self) -> int:
@@ -1289,6 +1296,16 @@ class Engine:
             raise EngineError("saved engine state is of another version")
         if state.get("pack") != self.pack.sha256:
             raise EngineError("saved engine state belongs to another rule pack")
+        # The detector first: if its state is unusable (other parameters), only the detector
+        # starts afresh (noted for the caller to log); the rules' state resumes as saved.
+        self.detector_note = ""
+        try:
+            self._detector.load(state["detector"])
+            pending = state["pending"]
+        except (AnomalyError, KeyError) as exc:
+            self._detector = AnomalyDetector()
+            self.detector_note = f"anomaly detector state not restored, learning afresh: {exc}"
+            pending = []
         subjects: dict[int, _Subject] = state["subjects"]
         for key, subj in subjects.items():
             if key in self._subjects:
@@ -1299,12 +1316,8 @@ class Engine:
         self._pairs = state["pairs"]
         self._gw_status_t = state["gw_status_t"]
         self._gw_off = state["gw_off"]
-        try:
-            self._detector.load(state["detector"])
-        except AnomalyError as exc:
-            raise EngineError(f"saved anomaly detector state not restored: {exc}") from exc
         self._pending = [
-            (self._subjects[k], tt, vv) for k, tt, vv in state["pending"] if k in self._subjects
+            (self._subjects[k], tt, vv) for k, tt, vv in pending if k in self._subjects
         ]
         self.set_compliance(self.compliance)
 
@@ -1323,8 +1336,10 @@ def _iso(t_us: int) -> str:
 
 
 def _finite(x: float) -> float | None:
-    """A number for JSON (None when not finite), to 4 significant digits."""
-    return float(f"{x:.4g}") if math.isfinite(x) else None
+    """A number for the journal's JSON detail, to 4 significant digits; None when not
+    finite or beyond 1e15 (jsonb keeps numbers as decimals: larger ones would not read back
+    as the float that was hashed)."""
+    return float(f"{x:.4g}") if math.isfinite(x) and abs(x) < 1e15 else None
 
 
 def _describe(rule: Rule, sev: Severity, value: float, limit: float) -> str:

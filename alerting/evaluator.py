@@ -42,7 +42,6 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from alerting.anomaly import AnomalyError
 from alerting.engine import ConditionEvent, Engine, EngineError, EventKind, SensorInfo
 from alerting.pack import Pack, PackError, Priority, default_pack_path, load_pack, parse_pack
 from alerting.store import AlertStore, AlertStoreError, AlertStoreUnavailableError
@@ -189,6 +188,8 @@ class Evaluator:
                 try:
                     engine.load_state(blob)
                     resumed = True
+                    if engine.detector_note:
+                        log.warning(engine.detector_note)
                 except EngineError as exc:
                     log.warning("engine checkpoint not restored; rebuilding", error=str(exc))
             if not resumed:
@@ -293,23 +294,43 @@ class Evaluator:
 
     async def _switch(self, pack: Pack, body: str) -> None:
         old = self.engine
+        # The running pack's advisories for readings it has evaluated, before it goes.
+        await self._commit(await self._advise(old), force=False)
         await self._store.register_pack(pack, body)
         sensors = await self._store.sensors(self._sites)
         engine = Engine(pack, sensors, await self._store.compliance())
         marks = old.watermarks()
-        await self._rebuild(engine, {k: (t - REBUILD_S * 1_000_000, t) for k, t in marks.items()})
+        await self._rebuild(
+            engine, {k: (t - REBUILD_S * 1_000_000, t) for k, t in marks.items()}, learn=False
+        )
+        # What the detector learnt per sensor does not depend on the rules: it carries over.
+        engine.adopt_detector(old)
         previous = self._pack
         self._pack, self._body, self._engine = pack, body, engine
         await self._reconcile(engine, pack, f"rule pack {previous.version} -> {pack.version}")
         log.info("rule pack switched", previous=previous.version, version=pack.version)
 
-    async def _rebuild(self, engine: Engine, spans: dict[int, tuple[int, int]]) -> None:
-        """Feed an engine stored history silently: its windows fill, nothing is raised."""
+    async def _rebuild(
+        self, engine: Engine, spans: dict[int, tuple[int, int]], *, learn: bool = True
+    ) -> None:
+        """Feed an engine stored history silently: its windows fill, nothing is raised.
+        `learn`: its anomaly detector learns from the history too (else it is taken over)."""
         n = 0
         async for keys, ts, vals, qual in self._store.readings_in(spans):
-            await asyncio.to_thread(engine.process, keys, ts, vals, qual)
+            await asyncio.to_thread(engine.process, keys, ts, vals, qual, advise=False)
+            if learn:
+                await self._advise(engine)  # silently: the events are dropped
             n += int(np.size(keys))
         log.info("engine rebuilt from stored readings", readings=n)
+
+    async def _advise(self, engine: Engine) -> list[ConditionEvent]:
+        """The detector's advisories for the readings evaluated so far. A failure drops them,
+        logged, and never stops the safety rules (whose events are already committed)."""
+        try:
+            return await asyncio.to_thread(engine.advise)
+        except Exception:  # any detector fault: its advisories are dropped, not the batch
+            log.exception("anomaly detector failed; these advisories are dropped")
+            return []
 
     async def _reconcile(self, engine: Engine, pack: Pack, why: str) -> None:
         """Raise what the rebuilt engine finds true and the alerts do not show, clear what
@@ -357,11 +378,7 @@ class Evaluator:
         # safety alarm. A detector failure drops this batch's advisories, never the batch.
         if not advise and engine.pending_readings < _MAX_PENDING:
             return len(events)
-        try:
-            advisories = await asyncio.to_thread(engine.advise)
-        except AnomalyError as exc:
-            log.error("anomaly detector failed; this batch's advisories dropped", error=str(exc))  # noqa: TRY400 - data, not a crash
-            advisories = []
+        advisories = await self._advise(engine)
         if advisories:
             await self._commit(advisories, force=False)
         return len(events) + len(advisories)
@@ -453,6 +470,11 @@ class Evaluator:
         """Save a final checkpoint (best effort) and close."""
         if self._engine is not None:
             try:
+                advisories = await self._advise(self._engine)  # deferred ones, if any
+                if advisories:
+                    await self._store.apply(
+                        advisories, pack=self._pack, scope=self._scope, state=None
+                    )
                 if self._saving is not None:
                     await self._saving
                 state = self._engine.dump_state()

@@ -67,8 +67,8 @@ Kind-specific keys:
 - anomaly: the streaming detector's score (`alerting.anomaly`, in [0, 1]) of each good
   reading; a level is a score strictly between 0 and 1, its priority must be "advisory" (the
   lowest: never escalated, never ranked with safety alarms, and no other kind may use it);
-  deadband, off_delay_s; latch defaults to false at both levels; requires_permit does not
-  apply.
+  deadband (below the level), off_delay_s; latch defaults to false at both levels; no
+  on-delay, `when` only "always", requires_permit does not apply.
 
 Derived signals are selected like sensors, by kind: "panel_dt" (return - supply temperature
 of a cooling circuit, °C) and "cw_imbalance" (supply - return flow over supply flow, %).
@@ -812,8 +812,25 @@ def _rule(raw: object, index: int, problems: list[str]) -> Rule | None:
     if Severity.WARNING.value not in raw and Severity.CRITICAL.value not in raw:
         problems.append(f"{where}: needs at least one level: [rule.warning] or [rule.critical]")
 
-    if kind is RuleKind.ANOMALY and requires_permit:
-        problems.append(f"{where}: requires_permit does not apply to an anomaly rule")
+    if kind is RuleKind.ANOMALY:
+        # A score is a one-reading spike (the detector holds it back afterwards): an on-delay
+        # would never be met, a deadband as large as the level would never clear, and the
+        # detector runs whatever the plant state.
+        if requires_permit:
+            problems.append(f"{where}: requires_permit does not apply to an anomaly rule")
+        if when != "always":
+            problems.append(f"{where}: when must be 'always' for an anomaly rule, got {when!r}")
+        for lv in levels:
+            if lv.on_delay_s > 0:
+                problems.append(
+                    f"{where}: {lv.severity}.on_delay_s must be 0 for an anomaly rule (a score "
+                    "is a single reading's)"
+                )
+            if deadband >= lv.level:
+                problems.append(
+                    f"{where}: deadband {deadband:g} must be below {lv.severity}.level "
+                    f"{lv.level:g}, or the advisory never clears"
+                )
     if len(problems) > n_before or not isinstance(rule_id, str) or when is None:
         return None
     rule = Rule(

@@ -75,6 +75,8 @@ class Replayer:
         detail: dict[str, Any] = {"note": tr.note} if tr.note else {}
         if ev.escalated_by:
             detail["escalated_by"] = list(ev.escalated_by)
+        if ev.detail:
+            detail.update(ev.detail)
         seq = self._head[0] + 1
         entry: dict[str, Any] = {
             "seq": seq,

@@ -77,7 +77,7 @@ def read_series(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
             rows = list(csv.reader(f))
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise ScoreError(f"{path}: cannot read: {exc}") from exc
     if not rows or [c.strip().lower() for c in rows[0][:2]] != ["timestamp", "value"]:
         raise ScoreError(f"{path}: line 1: the header must be timestamp,value")
@@ -169,6 +169,9 @@ def _write_atomically(path: Path, lines: Sequence[str]) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.writelines(lines)
+        umask = os.umask(0)
+        os.umask(umask)
+        Path(tmp).chmod(0o666 & ~umask)  # as an ordinary new file (mkstemp makes it 0600)
         Path(tmp).replace(path)
     except OSError as exc:
         with contextlib.suppress(OSError):

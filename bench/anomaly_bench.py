@@ -68,9 +68,13 @@ def _batches(
 
 
 def throughput(sensors: int, per_call: int, calls: int) -> dict[str, float]:
-    """Readings/s of the detector and of the EWMA z baseline on the same batches."""
-    batches = _batches(sensors, per_call, calls, 1)
+    """Readings/s of the detector and of the EWMA z baseline on the same batches, in steady
+    state: the detector has learnt every sensor (400 readings each) before the clock starts."""
+    warm = _batches(sensors, 400, 1, 1)[0]
+    batches = _batches(sensors, per_call, calls, 2)
     det = AnomalyDetector()
+    keys, ts, vals = warm
+    det.score(keys, ts - 10**13, vals)  # learning, well before the timed readings
     t0 = time.perf_counter()
     for keys, ts, vals in batches:
         det.score(keys, ts, vals)

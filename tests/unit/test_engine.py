@@ -1294,3 +1294,23 @@ def test_bad_readings_are_not_scored() -> None:
         Engine(make_pack(_ANOMALY_RULE), [sensor(1, "hearth_tc", period_s=10.0)]), rows, [2500]
     )
     assert [e for e in events if e.kind is EventKind.ACTIVATE] == []
+
+
+def test_explanation_of_a_flat_signal_that_moves_stays_journal_safe() -> None:
+    """After a long flat stretch the usual spread is ~0; the explanation still carries only
+    finite numbers a JSON journal reads back exactly (how far off is capped)."""
+    v = np.zeros(6000)
+    v[5900:] = 2.0
+    events = run_chunks(
+        Engine(make_pack(_ANOMALY_RULE), [sensor(1, "hearth_tc", period_s=10.0)]),
+        series(1, v, step=10.0),
+        [3000],
+    )
+    acts = [e for e in events if e.kind is EventKind.ACTIVATE]
+    assert acts
+    for e in acts:
+        assert e.detail is not None
+        for x in e.detail["explanation"].values():
+            if isinstance(x, float):
+                assert math.isfinite(x)
+                assert abs(x) < 1e15

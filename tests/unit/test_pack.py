@@ -845,3 +845,25 @@ def test_anomaly_and_advisory_misuse_is_refused(text: str, message: str) -> None
     with pytest.raises(PackError) as info:
         parse_pack(text)
     assert any(message in p for p in info.value.problems), info.value.problems
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('\nwhen = "energised"', "when must be 'always' for an anomaly rule"),
+        ("\ndeadband = 0.7", "deadband 0.7 must be below warning.level 0.6"),
+    ],
+)
+def test_anomaly_rule_that_could_never_work_is_refused(extra: str, message: str) -> None:
+    """A plant-state gate, or a deadband that would never let the advisory clear, is refused."""
+    with pytest.raises(PackError) as info:
+        parse_pack(_anomaly_pack(extra=extra))
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_anomaly_rule_with_an_on_delay_is_refused() -> None:
+    """A score is one reading's: an on-delay could never be met."""
+    text = _anomaly_pack().replace("priority = ", "on_delay_s = 5.0\npriority = ")
+    with pytest.raises(PackError) as info:
+        parse_pack(text)
+    assert any("on_delay_s must be 0 for an anomaly rule" in p for p in info.value.problems)
