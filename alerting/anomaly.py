@@ -226,16 +226,19 @@ class AnomalyDetector:
         self.a, self._cap = new, cap
 
     def _slots(self, keys: IntArray) -> IntArray:
-        out = np.empty(keys.size, dtype=np.int64)
-        for i, k in enumerate(keys.tolist()):
+        """Each reading's state slot (a new sensor gets the next one, in order of appearance
+        by key value)."""
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        slots = np.empty(uniq.size, dtype=np.int64)
+        for i, k in enumerate(uniq.tolist()):
             s = self._slot.get(k)
             if s is None:
                 if self._n == self._cap:
                     self._grow(self._cap * 2)
                 s = self._slot[k] = self._n
                 self._n += 1
-            out[i] = s
-        return out
+            slots[i] = s
+        return slots[inverse.reshape(-1)]
 
     @property
     def sensors(self) -> int:

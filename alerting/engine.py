@@ -506,27 +506,26 @@ class Engine:
         pending, self._pending = self._pending, []
         if not pending:
             return []
-        keys = np.concatenate(
-            [np.full(tt.size, subj.key, dtype=np.int64) for subj, tt, _ in pending]
-        )
+        sizes = np.array([tt.size for _, tt, _ in pending], dtype=np.int64)
+        keys = np.repeat(np.array([subj.key for subj, _, _ in pending], dtype=np.int64), sizes)
         ts = np.concatenate([tt for _, tt, _ in pending])
         vals = np.concatenate([vv for _, _, vv in pending])
         ex = self._detector.score_explained(keys, ts, vals)
+        scores = np.nan_to_num(ex.scores)
+        starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+        tops = np.maximum.reduceat(scores, starts).tolist()
         out: list[ConditionEvent] = []
-        at = 0
-        for subj, tt, _vv in pending:
-            n = tt.size
-            sc = np.nan_to_num(ex.scores[at : at + n])
+        for (subj, tt, _vv), at, top in zip(pending, starts.tolist(), tops, strict=True):
             for inst in subj.anomaly:
                 lv = inst.levels
-                if lv.quiet(float(sc.max())):
+                if lv.quiet(top):  # the common case: nothing near a level, nothing active
                     continue
                 rule = self._by_rule[inst.rule_id]
-                for i, (t, m) in enumerate(zip(tt.tolist(), sc.tolist(), strict=True)):
+                sc = scores[at : at + tt.size].tolist()
+                for i, (t, m) in enumerate(zip(tt.tolist(), sc, strict=True)):
                     changed = lv.step(t, m)
                     if changed is not None:
                         self._emit_anomaly(subj, inst, rule, changed, t, ex, at + i, out)
-            at += n
         out.sort(key=lambda e: (e.at_us, e.site, e.rule_id, e.subject, _KIND_ORDER[e.kind]))
         return out
 
