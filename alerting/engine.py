@@ -48,7 +48,7 @@ import numpy.typing as npt
 from alerting.anomaly import AnomalyDetector, AnomalyError, Explained
 from alerting.compliance import Compliance, Permit
 from alerting.exposure import ExposureWindow
-from alerting.pack import Pack, Priority, Rule, RuleKind, Severity, When
+from alerting.pack import Level, Pack, Priority, Rule, RuleKind, Severity, When
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -542,19 +542,9 @@ class Engine:
     ) -> None:
         score = float(np.nan_to_num(ex.scores[i]))
         if level == 0:
-            inst.clr_t = t
-            out.append(
-                ConditionEvent(
-                    t, subj.site, subj.asset, rule.id, subj.id, rule.title, EventKind.CLEAR,
-                    value=score, reason="readings as usual again",
-                )
-            )  # fmt: skip
+            self._clear(subj, inst, rule, t, score, "readings as usual again", out)
             return
-        if not inst.active_at(t):
-            inst.act_t = t
-        sev = Severity.WARNING if level == 1 else Severity.CRITICAL
-        lvl = rule.level(sev)
-        limit = lvl.level if lvl else math.nan
+        sev, lvl, limit = self._raised(inst, rule, level, t)
         why = f"anomaly score {score:.2f} above {limit:g}"
         detail: dict[str, Any] | None = None
         e = ex.at(i)
@@ -1169,19 +1159,9 @@ class Engine:
         limit_base: float | None = None,
     ) -> None:
         if level == 0:
-            inst.clr_t = t
-            out.append(
-                ConditionEvent(
-                    t, subj.site, subj.asset, rule.id, subj.id, rule.title, EventKind.CLEAR,
-                    value=value, reason="returned to normal",
-                )
-            )  # fmt: skip
+            self._clear(subj, inst, rule, t, value, "returned to normal", out)
             return
-        if not inst.active_at(t):
-            inst.act_t = t
-        sev = Severity.WARNING if level == 1 else Severity.CRITICAL
-        lvl = rule.level(sev)
-        limit = lvl.level if lvl else math.nan
+        sev, _lvl, limit = self._raised(inst, rule, level, t)
         if limit_base is not None:
             limit = limit_base + (-limit if rule.measure == "fall" else limit)
         why = _describe(rule, sev, value, limit)
@@ -1191,6 +1171,37 @@ class Engine:
                 f"plant state: rule applies while furnace is {rule.when.value}", t, out,
             )  # fmt: skip
         out.append(self._activate(subj.site, subj.asset, rule, subj.id, t, sev, value, limit, why))
+
+    def _clear(
+        self,
+        subj: _Subject,
+        inst: _Inst,
+        rule: Rule,
+        t: int,
+        value: float,
+        why: str,
+        out: list[ConditionEvent],
+    ) -> None:
+        """A level instance's condition ended at t."""
+        inst.clr_t = t
+        out.append(
+            ConditionEvent(
+                t, subj.site, subj.asset, rule.id, subj.id, rule.title, EventKind.CLEAR,
+                value=value, reason=why,
+            )
+        )  # fmt: skip
+
+    @staticmethod
+    def _raised(
+        inst: _Inst, rule: Rule, level: int, t: int
+    ) -> tuple[Severity, Level | None, float]:
+        """A level instance became active (or changed level) at t: its severity, level and
+        limit; the activation time is kept for `active_at`."""
+        if not inst.active_at(t):
+            inst.act_t = t
+        sev = Severity.WARNING if level == 1 else Severity.CRITICAL
+        lvl = rule.level(sev)
+        return sev, lvl, lvl.level if lvl else math.nan
 
     def _activate(
         self,
