@@ -240,11 +240,6 @@ class AnomalyDetector:
             slots[i] = s
         return slots[inverse.reshape(-1)]
 
-    @property
-    def sensors(self) -> int:
-        """Sensors with state."""
-        return self._n
-
     def bytes_per_sensor(self) -> int:
         """Memory of one sensor's state."""
         return sum(int(np.prod(s, dtype=np.int64)) * 8 for s in self._shapes().values()) or 8
