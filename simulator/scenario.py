@@ -1038,7 +1038,13 @@ def _scenarios() -> tuple[Scenario, ...]:
             permits=(),
             expectations=(
                 _exp("tc.high", "F1", "critical", TAP_T0 + 180, "tap block ≥ 650 °C"),
-                _exp("tc.rate", "F1", "critical", TAP_T0 + 300, "+300 °C in 2 min"),
+                _exp(
+                    "tc.rate",
+                    "F1",
+                    "critical",
+                    TAP_T0 + 300,
+                    "the climb (+150–200 °C in 20 min), or +300 °C in 2 min at tapping",
+                ),
                 _exp("cw.panel_dt", "F1-CW-P01", "critical", TAP_T0 + 240, "ΔT ≥ 20 °C"),
                 _exp("gas.co.level", "tapping-floor", "warning", TAP_T0 + 180, "CO +50–200 ppm"),
             ),
