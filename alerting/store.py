@@ -177,6 +177,16 @@ class AlertStore:
         self._webhooks = tuple(webhooks)
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._scope_lock: str | None = None
+        self._borrowed = False
+
+    @classmethod
+    def on(cls, conn: psycopg.AsyncConnection[dict[str, Any]], schema: str) -> AlertStore:
+        """A store over a connection someone else owns (e.g. from a pool), whose search_path
+        is the schema's and whose rows are dicts. `close` leaves it open."""
+        store = cls(database_url="", schema=schema)
+        store._conn = conn
+        store._borrowed = True
+        return store
 
     async def _connection(self) -> psycopg.AsyncConnection[dict[str, Any]]:
         if self._conn is None or self._conn.closed:
@@ -214,7 +224,7 @@ class AlertStore:
 
     async def close(self) -> None:
         """Close the connection."""
-        if self._conn is not None:
+        if self._conn is not None and not self._borrowed:
             await self._conn.close()
             self._conn = None
 
@@ -283,7 +293,8 @@ class AlertStore:
             ).fetchall()
             findings = await (
                 await conn.execute(
-                    "SELECT site_id, asset, opened_at, closed_at FROM findings ORDER BY id"
+                    "SELECT id, site_id, asset, opened_at, closed_at, due_at FROM findings"
+                    " ORDER BY id"
                 )
             ).fetchall()
             reports = await (
@@ -314,7 +325,10 @@ class AlertStore:
                 for p in permits
             ),
             findings=tuple(
-                Finding(f["site_id"], f["asset"], to_us(f["opened_at"]), opt(f["closed_at"]))
+                Finding(
+                    f["site_id"], f["asset"], to_us(f["opened_at"]), opt(f["closed_at"]),
+                    opt(f["due_at"]), f["id"],
+                )
                 for f in findings
             ),
             reports=tuple(

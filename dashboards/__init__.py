@@ -1,4 +1,12 @@
-"""Dashboards: the API, the control-room page and the Grafana dashboards.
+"""Dashboards: the API (`tungku api`) for operators, inspectors and administrators.
 
-Empty in this release; it arrives after alerting.
+- `app`: the FastAPI application, its routes, access by role and facility;
+- `auth`: users, roles, Argon2id passwords, expiring bearer tokens;
+- `records`: the facility record (DOMAIN.md §5), created and updated with its history;
+- `history`: the hash-chained history of every change made through the API;
+- `status`: the computed compliance status with its reasons;
+- `timeline`: incident timelines, downsampled from the reading rollups;
+- `kpi`: ISA-18.2 alarm KPIs and the periodic compliance summary;
+- `export`: timeline reports as CSV, HTML with plots, and PDF;
+- `cli`: `tungku api` and `tungku user`.
 """

@@ -26,6 +26,7 @@ from alerting.pack import PackError
 from alerting.store import AlertStore, AlertStoreError
 from alerting.webhook import WebhookError, WebhookSender, parse_endpoints
 from alerting.worker import EvaluatorProcess, WorkerConfig
+from dashboards import cli as api_cli
 from ingest import migrate as migrations
 from ingest.logs import configure_logging
 from ingest.metrics import create_metrics, parse_metrics
@@ -378,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     rules_command.add_arguments(rules)
 
     console.add_arguments(sub, lambda _p: None)
+    api_cli.add_arguments(sub, lambda _p: None)
     scorer.add_arguments(sub)
 
     sim = sub.add_parser("simulate", help="simulate smelter gateways publishing readings")
@@ -410,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "console", None) is not None:
             return int(args.console(args, _settings(args), sys.stdout))
         return int(args.func(args, sys.stdout))
-    except (CliError, SettingsError, console.ConsoleError) as exc:
+    except (CliError, SettingsError, console.ConsoleError, api_cli.UserCommandError) as exc:
         sys.stderr.write(f"tungku: error: {exc}\n")
         return 2
     except KeyboardInterrupt:

@@ -80,6 +80,15 @@ class Settings:
     #: Webhook endpoints (name, url, secret), from `[[webhooks]]` tables of the TOML file only:
     #: secrets do not belong in the environment of every process.
     webhooks: tuple[tuple[str, str, str], ...] = ()
+    #: `tungku api` listens here.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8600
+    #: A login token's lifetime. 8 h: one control-room shift [A].
+    api_token_ttl_s: float = 8 * 3600.0
+    #: A critical (high or urgent) alert unacknowledged longer than this makes the facility's
+    #: compliance status say so. 15 min [A]: ISA-18.2 asks for a defined response time per
+    #: priority, not for this number.
+    critical_ack_sla_s: float = 900.0
 
     def validate(self) -> Settings:
         """Return self, or raise SettingsError naming the first bad setting."""
@@ -96,6 +105,9 @@ class Settings:
             "max_payload_bytes",
             "registry_refresh_s",
             "retention_check_interval_s",
+            "api_port",
+            "api_token_ttl_s",
+            "critical_ack_sla_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

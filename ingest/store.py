@@ -6,7 +6,9 @@ propagates. SQL is parameterised; identifiers are composed with `psycopg.sql`, n
 
 Readings are written by binary COPY into a per-connection temporary staging table, then moved
 with `INSERT ... ON CONFLICT DO NOTHING` into the `readings` hypertable, whose primary key is
-(sensor_key, ts): a redelivered message never makes a duplicate row.
+(sensor_key, ts): a redelivered message never makes a duplicate row. The same transaction adds
+the new rows of good or uncertain quality to the per-minute and per-hour rollups
+(`readings_1m`, `readings_1h`: count, min, max, sum per sensor and bucket) that timelines read.
 """
 
 from __future__ import annotations
@@ -201,6 +203,11 @@ class ReadingStore:
                 " (sensor_key integer, ts timestamptz, value double precision, quality smallint)"
                 " ON COMMIT DELETE ROWS"
             )
+            await conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS readings_fresh"
+                " (sensor_key integer, ts timestamptz, value double precision, quality smallint)"
+                " ON COMMIT DELETE ROWS"
+            )
         except psycopg.OperationalError as exc:
             raise StoreUnavailableError(f"cannot connect to the database: {exc}") from exc
         self._conn = conn
@@ -366,10 +373,35 @@ _INSERT_FAST = (
     "INSERT INTO readings (sensor_key, ts, value, quality)"
     " SELECT sensor_key, ts, value, quality FROM readings_staging"
 )
-# One round trip each: statements without parameters go as one simple query.
-_MOVE_FAST = f"SAVEPOINT fast; {_INSERT_FAST}; RELEASE SAVEPOINT fast"
+
+
+def _rollup(source: str) -> str:
+    """Add the rows of `source` (all of them new readings) to the minute and hour rollups.
+
+    In key order, so two writers updating the same buckets lock them in the same order."""
+    parts = []
+    for table, width in (("readings_1m", "1 minute"), ("readings_1h", "1 hour")):
+        parts.append(
+            f"INSERT INTO {table} AS r (sensor_key, bucket, n, vmin, vmax, vsum)"  # noqa: S608
+            f" SELECT sensor_key, public.time_bucket('{width}', ts), count(*), min(value),"
+            f" max(value), sum(value) FROM {source} WHERE quality < 2 GROUP BY 1, 2 ORDER BY 1, 2"
+            " ON CONFLICT (sensor_key, bucket) DO UPDATE SET n = r.n + excluded.n,"
+            " vmin = least(r.vmin, excluded.vmin), vmax = greatest(r.vmax, excluded.vmax),"
+            " vsum = r.vsum + excluded.vsum"
+        )
+    return "; ".join(parts)
+
+
+# One round trip each: statements without parameters go as one simple query. The first INSERT
+# of each is the readings' own (`_inserted` reads its row count).
+_MOVE_FAST = (
+    f"SAVEPOINT fast; {_INSERT_FAST}; RELEASE SAVEPOINT fast; {_rollup('readings_staging')}"
+)
 _MOVE_IDEMPOTENT = (
-    f"ROLLBACK TO SAVEPOINT fast; RELEASE SAVEPOINT fast; {_INSERT_FAST} ON CONFLICT DO NOTHING"
+    "ROLLBACK TO SAVEPOINT fast; RELEASE SAVEPOINT fast;"  # noqa: S608 - constant, no input
+    f" WITH ins AS ({_INSERT_FAST} ON CONFLICT DO NOTHING RETURNING sensor_key, ts, value, quality)"
+    " INSERT INTO readings_fresh SELECT * FROM ins;"
+    f" {_rollup('readings_fresh')}"
 )
 
 
@@ -381,7 +413,8 @@ async def _move_staged(cur: psycopg.AsyncCursor[Any]) -> int:
     ~275k without). Conflicts are rare (a redelivery after a crash, a gateway resending), so
     the batch is first inserted plainly inside a savepoint; the unique key refuses any
     duplicate, and only then is the batch redone with ON CONFLICT DO NOTHING. Either way a
-    (sensor, ts) pair is stored once.
+    (sensor, ts) pair is stored once, and counted once in the rollups: the slow path rolls up
+    only the rows it inserted.
     """
     try:
         await cur.execute(_MOVE_FAST)

@@ -11,4 +11,4 @@ from hypothesis import HealthCheck, settings
 settings.register_profile("tungku", suppress_health_check=[HealthCheck.too_slow], deadline=None)
 settings.load_profile("tungku")
 
-pytest_plugins = ["tests.fix_db", "tests.fix_broker", "tests.fix_ingest"]
+pytest_plugins = ["tests.fix_db", "tests.fix_broker", "tests.fix_ingest", "tests.fix_api"]
