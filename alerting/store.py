@@ -326,8 +326,12 @@ class AlertStore:
             ),
             findings=tuple(
                 Finding(
-                    f["site_id"], f["asset"], to_us(f["opened_at"]), opt(f["closed_at"]),
-                    opt(f["due_at"]), f["id"],
+                    f["site_id"],
+                    f["asset"],
+                    to_us(f["opened_at"]),
+                    opt(f["closed_at"]),
+                    opt(f["due_at"]),
+                    f["id"],
                 )
                 for f in findings
             ),

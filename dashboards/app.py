@@ -15,6 +15,7 @@ to start on a schema that is not migrated, with a message saying to run `tungku 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -45,7 +46,13 @@ log = structlog.get_logger("tungku.api")
 
 API: Final = "/api/v1"
 SITE = Annotated[
-    str, Path(pattern=records.SITE_RE, description="the facility (site) id", max_length=64)
+    str,
+    Path(
+        pattern=records.SITE_RE,
+        description="the facility (site) id",
+        max_length=64,
+        examples=["morowali-a"],
+    ),
 ]
 ENTRY_ID = Annotated[int, Path(ge=1, le=2**62)]
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/login")
@@ -141,6 +148,24 @@ class AnnotationIn(_In):
     text: str = Field(min_length=1, max_length=4000)
 
 
+class ErrorOut(BaseModel):
+    """Why a request was refused: a sentence, or (422) one entry per problem with its place."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: Every operation may answer these; each names its problem in `detail`.
+ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": ErrorOut, "description": "the body is not valid JSON"},
+    401: {"model": ErrorOut, "description": "no token, or one unknown, expired or revoked"},
+    403: {"model": ErrorOut, "description": "the user's role or facilities do not allow it"},
+    404: {"model": ErrorOut, "description": "no such facility, entry, alert or pack"},
+    409: {"model": ErrorOut, "description": "conflicts with the current state"},
+    422: {"model": ErrorOut, "description": "malformed, or refused by the record's rules"},
+    503: {"model": ErrorOut, "description": "the database is unavailable"},
+}
+
+
 class ExportFormat(StrEnum):
     """Timeline export formats."""
 
@@ -187,6 +212,7 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=f"{API}/openapi.json",
         docs_url=f"{API}/docs",
         redoc_url=None,
+        responses=ERRORS,
     )
     app.state.settings = settings
 
@@ -666,15 +692,16 @@ def _routes(app: FastAPI, settings: Settings) -> None:
 
         if format is ExportFormat.JSON:
             return _json(doc)
+        # Plots and PDF take seconds for a large facility: off the event loop.
         if format is ExportFormat.CSV:
-            body, media = render.render_csv(doc).encode(), "text/csv; charset=utf-8"
+            body, media = (await asyncio.to_thread(render.render_csv, doc)).encode(), "text/csv"
         elif format is ExportFormat.HTML:
-            body, media = render.render_html(doc).encode(), "text/html; charset=utf-8"
+            body, media = (await asyncio.to_thread(render.render_html, doc)).encode(), "text/html"
         else:
-            body, media = render.render_pdf(doc), "application/pdf"
+            body, media = await asyncio.to_thread(render.render_pdf, doc), "application/pdf"
         return Response(
             body,
-            media_type=media,
+            media_type=f"{media}; charset=utf-8" if media.startswith("text/") else media,
             headers={"Content-Disposition": f'attachment; filename="{name}.{format.value}"'},
         )
 

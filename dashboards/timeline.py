@@ -75,32 +75,36 @@ def source_for(bucket_s: int) -> str:
     return "readings_1h" if bucket_s % 3600 == 0 else "readings_1m"
 
 
-_SERIES_SQL: Final = {
+# One index range scan per sensor (key order: the rollups' keys carry their values), each
+# series' buckets in time order from its subquery, aggregated into JSON arrays as they come.
+_SERIES: Final = {
     "readings": (
-        "SELECT sensor_key, public.time_bucket(%(b)s, ts) AS t, min(value) AS mn,"
-        " max(value) AS mx, avg(value) AS mean, count(*) AS n FROM readings"
-        " WHERE sensor_key = ANY(%(keys)s) AND ts >= %(f)s AND ts < %(to)s AND quality < 2"
-        " GROUP BY 1, 2"
+        "SELECT public.time_bucket(%(b)s, ts) AS t, min(value) AS mn, max(value) AS mx,"
+        " avg(value) AS mean, count(*) AS n FROM readings WHERE sensor_key = s.key"
+        " AND ts >= %(f)s AND ts < %(to)s AND quality < 2 GROUP BY 1 ORDER BY 1"
     ),
     "rollup": (
-        "SELECT sensor_key, public.time_bucket(%(b)s, bucket) AS t, min(vmin) AS mn,"
-        " max(vmax) AS mx, sum(vsum) / sum(n) AS mean, sum(n) AS n FROM {table}"
-        " WHERE sensor_key = ANY(%(keys)s) AND bucket >= %(f)s AND bucket < %(to)s"
-        " GROUP BY 1, 2"
+        "SELECT public.time_bucket(%(b)s, bucket) AS t, min(vmin) AS mn, max(vmax) AS mx,"
+        " sum(vsum) / sum(n) AS mean, sum(n) AS n FROM {table} WHERE sensor_key = s.key"
+        " AND bucket >= %(f)s AND bucket < %(to)s GROUP BY 1 ORDER BY 1"
     ),
 }
 _OUTER: Final = (
     "SELECT json_build_object('sensor', s.id, 'key', s.key, 'kind', s.kind, 'unit', s.unit,"
     " 'asset', s.asset, 'min_value', s.min_value, 'max_value', s.max_value, 'period_s',"
-    " s.period_s, 't', coalesce(json_agg((extract(epoch FROM b.t) * 1000)::bigint ORDER BY b.t)"
-    " FILTER (WHERE b.t IS NOT NULL), '[]'), 'min', coalesce(json_agg(b.mn ORDER BY b.t)"
-    " FILTER (WHERE b.t IS NOT NULL), '[]'), 'max', coalesce(json_agg(b.mx ORDER BY b.t)"
-    " FILTER (WHERE b.t IS NOT NULL), '[]'), 'mean', coalesce(json_agg(b.mean ORDER BY b.t)"
-    " FILTER (WHERE b.t IS NOT NULL), '[]'), 'n', coalesce(json_agg(b.n ORDER BY b.t)"
-    " FILTER (WHERE b.t IS NOT NULL), '[]'))::text AS doc"
-    " FROM sensors s LEFT JOIN ({inner}) b ON b.sensor_key = s.key"
-    " WHERE s.key = ANY(%(keys)s) GROUP BY s.key ORDER BY s.asset, s.id"
+    " s.period_s, 't', coalesce(b.t, '[]'), 'min', coalesce(b.mn, '[]'), 'max',"
+    " coalesce(b.mx, '[]'), 'mean', coalesce(b.mean, '[]'), 'n', coalesce(b.n, '[]'))::text AS doc"
+    " FROM sensors s LEFT JOIN LATERAL (SELECT json_agg((extract(epoch FROM x.t) * 1000)::bigint)"
+    " AS t, json_agg(x.mn) AS mn, json_agg(x.mx) AS mx, json_agg(x.mean) AS mean,"
+    " json_agg(x.n) AS n FROM ({inner}) x) b ON true"
+    " WHERE s.key = ANY(%(keys)s) ORDER BY s.asset, s.id"
 )
+
+
+def series_sql(source: str) -> str:
+    """The query of every series of a timeline from this source."""
+    inner = _SERIES["readings"] if source == "readings" else _SERIES["rollup"].format(table=source)
+    return _OUTER.format(inner=inner)
 
 
 def in_scope(asset: str | None, candidate: str) -> bool:
@@ -149,13 +153,8 @@ async def timeline(
         {"site": site, "f": f, "asset": asset, "pattern": pattern, "kinds": kinds},
     )
     keys = [s["key"] for s in sensors]
-    inner = (
-        _SERIES_SQL["readings"]
-        if source == "readings"
-        else _SERIES_SQL["rollup"].format(table=source)
-    )
     cur = conn.cursor()
-    await cur.execute(_OUTER.format(inner=inner), {"b": b, "keys": keys, "f": f, "to": to})
+    await cur.execute(series_sql(source), {"b": b, "keys": keys, "f": f, "to": to})
     series = [
         orjson.Fragment(r[0] if isinstance(r, tuple) else r["doc"]) for r in await cur.fetchall()
     ]
