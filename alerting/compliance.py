@@ -160,7 +160,11 @@ class Compliance:
     def escalation(self, site: str, asset: str, t_us: int) -> list[str]:
         """Reasons, at event time t, to raise an alert on this asset one priority level."""
         reasons = [r for r in self.reasons(site, t_us) if r.escalates]
-        out = [f"open inspection finding on {asset}" for r in reasons if r.asset == asset][:1]
+        out = [
+            f"open inspection finding on {asset}"
+            for r in reasons
+            if r.code in ("finding_open", "finding_overdue") and r.asset == asset
+        ][:1]
         if any(r.code == "smk3_expired" for r in reasons):
             out.append("SMK3 certificate expired")
         late = [r.message.split()[2] for r in reasons if r.code == "report_late"]

@@ -233,7 +233,7 @@ class AlertStore:
         try:
             yield await self._connection()
         except psycopg.OperationalError as exc:
-            if self._conn is not None:
+            if self._conn is not None and not self._borrowed:
                 await self._conn.close()
                 self._conn = None
             raise AlertStoreUnavailableError(str(exc)) from exc

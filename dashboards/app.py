@@ -16,7 +16,12 @@ to start on a schema that is not migrated, with a message saying to run `tungku 
 from __future__ import annotations
 
 import asyncio
+import math
+import multiprocessing
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
@@ -31,11 +36,12 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from alerting import journal as alert_journal
 from alerting import lifecycle
 from alerting.pack import PackError, parse_pack
-from alerting.store import ActionError, AlertStore, to_us
+from alerting.store import ActionError, AlertStore, AlertStoreUnavailableError, to_us
 from dashboards import auth, history, records, status, timeline
 from dashboards.auth import Role, User
 from dashboards.records import RecordError, jsonable
@@ -73,6 +79,11 @@ class SchemaNotReadyError(RuntimeError):
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return records.no_nul(data)
 
 
 class LoginIn(_In):
@@ -161,6 +172,7 @@ ERRORS: Final[dict[int | str, dict[str, Any]]] = {
     403: {"model": ErrorOut, "description": "the user's role or facilities do not allow it"},
     404: {"model": ErrorOut, "description": "no such facility, entry, alert or pack"},
     409: {"model": ErrorOut, "description": "conflicts with the current state"},
+    429: {"model": ErrorOut, "description": "too many failed logins: wait and try again"},
     422: {"model": ErrorOut, "description": "malformed, or refused by the record's rules"},
     503: {"model": ErrorOut, "description": "the database is unavailable"},
 }
@@ -200,8 +212,11 @@ def create_app(settings: Settings) -> FastAPI:
             async with pool.connection() as conn:
                 await _check_schema(conn)
             app.state.pool = pool
+            app.state.renderer = None
             yield
         finally:
+            if getattr(app.state, "renderer", None) is not None:
+                app.state.renderer.shutdown(wait=True, cancel_futures=True)
             await pool.close()
 
     app = FastAPI(
@@ -226,7 +241,26 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.exception_handler(auth.AuthError)
     async def _auth_error(_r: Request, exc: auth.AuthError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        code = 409 if isinstance(exc, auth.AuthConflictError) else 422
+        return JSONResponse({"detail": str(exc)}, status_code=code)
+
+    @app.exception_handler(psycopg.errors.UniqueViolation)
+    async def _duplicate(_r: Request, exc: psycopg.errors.UniqueViolation) -> JSONResponse:
+        # Two requests creating the same thing at once: the database keeps one.
+        return JSONResponse({"detail": f"exists already: {_db_message(exc)}"}, 409)
+
+    @app.exception_handler(psycopg.IntegrityError)
+    async def _refused(_r: Request, exc: psycopg.IntegrityError) -> JSONResponse:
+        return JSONResponse({"detail": f"refused by the database: {_db_message(exc)}"}, 422)
+
+    @app.exception_handler(psycopg.DataError)
+    async def _bad_data(_r: Request, exc: psycopg.DataError) -> JSONResponse:
+        return JSONResponse({"detail": f"refused by the database: {_db_message(exc)}"}, 422)
+
+    @app.exception_handler(AlertStoreUnavailableError)
+    async def _store_down(_r: Request, exc: AlertStoreUnavailableError) -> JSONResponse:
+        log.warning("database unavailable", error=str(exc))
+        return JSONResponse({"detail": "the database is unavailable; try again"}, 503)
 
     @app.exception_handler(psycopg.OperationalError)
     async def _db_down(_r: Request, exc: psycopg.OperationalError) -> JSONResponse:
@@ -250,6 +284,10 @@ def create_app(settings: Settings) -> FastAPI:
 
     _routes(app, settings)
     return app
+
+
+def _db_message(exc: psycopg.Error) -> str:
+    return (exc.diag.message_primary or str(exc)).strip()
 
 
 async def _check_schema(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -279,7 +317,7 @@ Conn = Annotated[psycopg.AsyncConnection[dict[str, Any]], Depends(_conn)]
 
 
 async def _user(
-    conn: Conn, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request, creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> User:
     if creds is None:
         raise HTTPException(
@@ -287,7 +325,10 @@ async def _user(
             "this needs a bearer token: log in with POST /api/v1/auth/login",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    user = await auth.authenticate(conn, creds.credentials, now=_now())
+    # A connection of its own, returned at once: a handler that renders for seconds (exports)
+    # must not hold one.
+    async with request.app.state.pool.connection() as conn:
+        user = await auth.authenticate(conn, creds.credentials, now=_now())
     if user is None:
         raise HTTPException(
             401,
@@ -325,6 +366,10 @@ def _window(
     for name, v in (("from", start), ("to", end)):
         if v is not None and v.tzinfo is None:
             raise RecordError(f"'{name}' needs its UTC offset, e.g. 2026-12-07T08:00:00Z")
+        if v is not None and not records.MIN_YEAR <= v.year < records.MAX_YEAR:
+            raise RecordError(
+                f"'{name}' must be between the years {records.MIN_YEAR} and {records.MAX_YEAR}"
+            )
     end = end or _now()
     start = start or end - default
     if end <= start:
@@ -357,14 +402,36 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         return {"status": "ok", "schema": schema}
 
     # -- authentication --
+    # [A] 10 tries a user, 50 an address, in 5 min: a forgotten password costs a few minutes,
+    # a guessing run a few thousand attempts a day.
+    user_throttle = auth.LoginThrottle(10, 300.0)
+    address_throttle = auth.LoginThrottle(50, 300.0)
+
     @app.post(f"{API}/auth/login", tags=["auth"], responses={401: {"description": "refused"}})
-    async def login(body: LoginIn, conn: Conn) -> TokenOut:
-        """Exchange a username and password for a bearer token that expires."""
+    async def login(request: Request, body: LoginIn, conn: Conn) -> TokenOut:
+        """Exchange a username and password for a bearer token that expires. After 10 failed
+        attempts for one username, or 50 from one address, within 5 minutes, further attempts
+        get 429 until the oldest failure is 5 minutes old."""
+        now = time.monotonic()
+        keys = (
+            (user_throttle, body.username),
+            (address_throttle, request.client.host if request.client else "?"),
+        )
+        wait = max(throttle.retry_after(key, now) for throttle, key in keys)
+        if wait > 0:
+            raise HTTPException(
+                429,
+                f"too many failed logins; try again in {math.ceil(wait)} s",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
         got = await auth.login(
             conn, body.username, body.password, now=_now(), ttl_s=settings.api_token_ttl_s
         )
         if got is None:
+            for throttle, key in keys:
+                throttle.failed(key, time.monotonic())
             raise HTTPException(401, "unknown user, wrong password, or user disabled")
+        user_throttle.succeeded(body.username)
         user = await auth.authenticate(conn, got[0], now=_now())
         assert user is not None  # noqa: S101 - just issued
         return TokenOut(access_token=got[0], expires_at=got[1], role=user.role)
@@ -437,7 +504,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             if body.password is not None:
                 await conn.execute(
                     "UPDATE users SET password_hash = %s WHERE username = %s",
-                    (auth.hash_password(body.password), username),
+                    (await auth.hash_password(body.password), username),
                 )
             if body.disabled is not None:
                 await conn.execute(
@@ -618,7 +685,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         conn: Conn,
         start: From = None,
         end: To = None,
-        asset: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None,
+        asset: Annotated[str | None, Query(max_length=100, pattern=records.ASSET_RE)] = None,
         points: Annotated[int, Query(ge=10, le=5000)] = timeline.DEFAULT_POINTS,
     ) -> Response:
         """Readings downsampled to min/max/mean per bucket (series times in epoch ms), alerts
@@ -673,12 +740,12 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         },
     )
     async def export(
+        request: Request,
         site: SITE,
         user: Reader,
-        conn: Conn,
         start: From = None,
         end: To = None,
-        asset: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None,
+        asset: Annotated[str | None, Query(max_length=100, pattern=records.ASSET_RE)] = None,
         points: Annotated[int, Query(ge=10, le=5000)] = 300,
         format: ExportFormat = ExportFormat.HTML,
     ) -> Response:
@@ -686,19 +753,21 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         status, the journal extract and the verification of both hash chains."""
         _see(user, site)
         f, t = _window(start, end, timedelta(hours=24))
-        doc = await _report_doc(conn, schema, settings, site, f, t, asset, points, user)
+        async with request.app.state.pool.connection() as conn:
+            doc = await _report_doc(conn, schema, settings, site, f, t, asset, points, user)
         name = f"tungku-{site}-{f:%Y%m%dT%H%M}-{t:%Y%m%dT%H%M}"
         from dashboards import export as render  # noqa: PLC0415 - matplotlib loads on first use
 
         if format is ExportFormat.JSON:
             return _json(doc)
-        # Plots and PDF take seconds for a large facility: off the event loop.
+        # Plots and PDF take seconds for a large facility (CPU, holding the interpreter): in a
+        # process of their own, one at a time, with no database connection held meanwhile.
         if format is ExportFormat.CSV:
             body, media = (await asyncio.to_thread(render.render_csv, doc)).encode(), "text/csv"
         elif format is ExportFormat.HTML:
-            body, media = (await asyncio.to_thread(render.render_html, doc)).encode(), "text/html"
+            body, media = (await _render(request, render.render_html, doc)).encode(), "text/html"
         else:
-            body, media = await asyncio.to_thread(render.render_pdf, doc), "application/pdf"
+            body, media = await _render(request, render.render_pdf, doc), "application/pdf"
         return Response(
             body,
             media_type=f"{media}; charset=utf-8" if media.startswith("text/") else media,
@@ -728,9 +797,10 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         return [_journal_json(r) for r in await cur.fetchall()]
 
     @app.get(f"{API}/journal/verify", tags=["journal"])
-    async def verify(_u: Reader, conn: Conn) -> dict[str, Any]:
-        """Recompute both hash chains (the alert journal and the record history)."""
-        return await _verification(conn, schema)
+    async def verify(user: Reader, conn: Conn) -> dict[str, Any]:
+        """Recompute both hash chains (the alert journal and the record history). The chains
+        span every facility: only administrators are told their length."""
+        return await _verification(conn, schema, full=user.role is Role.ADMIN)
 
     # -- reports --
     @app.get(f"{API}/facilities/{{site}}/reports/alarm-kpis", tags=["reports"])
@@ -740,7 +810,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         conn: Conn,
         start: From = None,
         end: To = None,
-        asset: Annotated[str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9._-]+$")] = None,
+        asset: Annotated[str | None, Query(max_length=100, pattern=records.ASSET_RE)] = None,
     ) -> dict[str, Any]:
         """ISA-18.2 alarm KPIs of a facility for a period (default: the last 7 days)."""
         _see(user, site)
@@ -845,54 +915,36 @@ def _entity_routes(app: FastAPI, e: records.Entity) -> None:
     create.__annotations__["body"] = e.new
     change.__annotations__["body"] = e.change
     title = e.title.lower()
-    app.add_api_route(
-        base,
-        list_,
-        methods=["GET"],
-        tags=tag,
-        name=f"list {e.name}",
-        summary=f"{e.title} of a facility",
-        operation_id=f"list_{e.table}",
-    )
-    app.add_api_route(
-        base,
-        create,
-        methods=["POST"],
-        tags=tag,
-        status_code=201,
-        name=f"create {e.name}",
-        summary=f"Add to the {title}",
-        operation_id=f"create_{e.table}",
-        description=e.new.__doc__ or "",
-    )
-    app.add_api_route(
-        f"{base}/{{entry_id}}",
-        one,
-        methods=["GET"],
-        tags=tag,
-        name=f"get {e.name}",
-        summary=f"One entry of the {title}",
-        operation_id=f"get_{e.table}",
-    )
-    app.add_api_route(
-        f"{base}/{{entry_id}}",
-        change,
-        methods=["PATCH"],
-        tags=tag,
-        name=f"change {e.name}",
-        summary=f"Change an entry of the {title}",
-        operation_id=f"change_{e.table}",
-        description=e.change.__doc__ or "",
-    )
-    app.add_api_route(
-        f"{base}/{{entry_id}}/history",
-        entry_history,
-        methods=["GET"],
-        tags=tag,
-        name=f"history {e.name}",
-        summary=f"Who changed this entry of the {title}",
-        operation_id=f"history_{e.table}",
-    )
+    routes: list[tuple[str, Callable[..., Awaitable[Any]], str, str, int, str, str]] = [
+        ("", list_, "GET", "list", 200, f"{e.title} of a facility", ""),
+        ("", create, "POST", "create", 201, f"Add to the {title}", e.new.__doc__ or ""),
+        ("/{entry_id}", one, "GET", "get", 200, f"One entry of the {title}", ""),
+        ("/{entry_id}", change, "PATCH", "change", 200, f"Change an entry of the {title}",
+         e.change.__doc__ or ""),
+        ("/{entry_id}/history", entry_history, "GET", "history", 200,
+         f"Who changed this entry of the {title}", ""),
+    ]  # fmt: skip
+    for suffix, fn, method, verb, status_code, summary, description in routes:
+        app.add_api_route(
+            base + suffix, fn, methods=[method], tags=tag, status_code=status_code,
+            name=f"{verb} {e.name}", summary=summary, operation_id=f"{verb}_{e.table}",
+            description=description,
+        )  # fmt: skip
+
+
+_RENDER_LOCK: Final = threading.Lock()
+
+
+async def _render(
+    request: Request, fn: Callable[[dict[str, Any]], Any], doc: dict[str, Any]
+) -> Any:
+    """fn(doc) in the app's report process (started on first use, kept for the next)."""
+    with _RENDER_LOCK:
+        if request.app.state.renderer is None:
+            request.app.state.renderer = ProcessPoolExecutor(
+                max_workers=1, mp_context=multiprocessing.get_context("spawn")
+            )
+    return await asyncio.get_running_loop().run_in_executor(request.app.state.renderer, fn, doc)
 
 
 def _max_period(f: datetime, t: datetime) -> None:
@@ -983,12 +1035,23 @@ def _history_json(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _verification(conn: psycopg.AsyncConnection[Any], schema: str) -> dict[str, Any]:
-    j = await AlertStore.on(conn, schema).verify_journal()
-    h = await history.verify_all(conn)
+async def _verification(
+    conn: psycopg.AsyncConnection[Any], schema: str, *, full: bool
+) -> dict[str, Any]:
+    """Both chains recomputed; the hashing runs in a worker thread, off the event loop."""
+    rows = await AlertStore.on(conn, schema).journal_rows()
+    cur = await conn.execute("SELECT seq, hash FROM alert_journal_head")
+    h = await cur.fetchone()
+    head = (int(h["seq"]), bytes(h["hash"])) if h else None
+    j = await asyncio.to_thread(alert_journal.verify, rows, head=head)
+    hist = await history.read(conn)
+    cur = await conn.execute("SELECT seq, hash FROM record_history_head")
+    h = await cur.fetchone()
+    head = (int(h["seq"]), bytes(h["hash"])) if h else None
+    r = await asyncio.to_thread(history.verify, hist, head)
     return {
-        name: {"ok": v.ok, "entries": v.entries, "problems": list(v.problems)}
-        for name, v in (("alert_journal", j), ("record_history", h))
+        name: {"ok": v.ok, "entries": v.entries if full else None, "problems": list(v.problems)}
+        for name, v in (("alert_journal", j), ("record_history", r))
     }
 
 
@@ -1021,7 +1084,8 @@ async def _report_doc(
         (site, f, t),
     )
     entries = [{**jsonable(r), "hash": bytes(r["hash"]).hex()} for r in await cur.fetchall()]
-    doc["journal"] = {"entries": entries, "verification": await _verification(conn, schema)}
+    verification = await _verification(conn, schema, full=user.role is Role.ADMIN)
+    doc["journal"] = {"entries": entries, "verification": verification}
     return doc
 
 

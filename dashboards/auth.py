@@ -14,9 +14,12 @@ a stolen table gives no usable token, and a token can be revoked before it expir
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import hashlib
 import re
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -48,6 +51,28 @@ class AuthError(ValueError):
     """A user or password that cannot be accepted; the message names the problem."""
 
 
+class AuthConflictError(AuthError):
+    """The user exists already."""
+
+
+#: Argon2 is meant to be slow (tens of ms, 64 MiB): hashes run in worker threads, at most two
+#: at once on this 2-core class of machine, so logins never stall the event loop.
+_HASHING: Final = threading.BoundedSemaphore(2)
+
+
+def _hash_sync(password: str) -> str:
+    with _HASHING:
+        return _HASHER.hash(password)
+
+
+def _verify_sync(stored: str, password: str) -> bool:
+    with _HASHING:
+        try:
+            return bool(_HASHER.verify(stored, password))
+        except (VerificationError, InvalidHashError):
+            return False
+
+
 @dataclass(frozen=True, slots=True)
 class User:
     """An authenticated user."""
@@ -62,6 +87,39 @@ class User:
         return self.role is Role.ADMIN or site in self.sites
 
 
+class LoginThrottle:
+    """Failed logins per key (a username, a client address) in a sliding window: once a key
+    has `max_failures` in `window_s`, further attempts are refused until the oldest ages out.
+    Kept in the API process (one process serves the API; a restart forgets it)."""
+
+    def __init__(self, max_failures: int, window_s: float) -> None:
+        self._max = max_failures
+        self._window = window_s
+        self._failures: dict[str, collections.deque[float]] = {}
+
+    def retry_after(self, key: str, now: float) -> float:
+        """Seconds until `key` may try again (0: now)."""
+        q = self._failures.get(key)
+        if not q:
+            return 0.0
+        while q and q[0] <= now - self._window:
+            q.popleft()
+        if not q:
+            del self._failures[key]
+            return 0.0
+        return q[0] + self._window - now if len(q) >= self._max else 0.0
+
+    def failed(self, key: str, now: float) -> None:
+        """Count a failed attempt."""
+        self._failures.setdefault(key, collections.deque()).append(now)
+        if len(self._failures) > 100_000:  # bound memory under a spray of names
+            self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, key: str) -> None:
+        """Forget a key's failures."""
+        self._failures.pop(key, None)
+
+
 def check_password(password: str) -> None:
     """Raise AuthError when a new password is too weak to store."""
     if len(password) < MIN_PASSWORD:
@@ -70,10 +128,10 @@ def check_password(password: str) -> None:
         raise AuthError("a password may have at most 1024 characters")
 
 
-def hash_password(password: str) -> str:
-    """The Argon2id hash of a password (checked first)."""
+async def hash_password(password: str) -> str:
+    """The Argon2id hash of a password (checked first), computed in a worker thread."""
     check_password(password)
-    return _HASHER.hash(password)
+    return await asyncio.to_thread(_hash_sync, password)
 
 
 def token_digest(token: str) -> bytes:
@@ -98,12 +156,12 @@ async def create_user(
         raise AuthError(
             f"username {username!r}: 2-63 characters, lower-case letters, digits, '.', '_', '-'"
         )
-    pw_hash = hash_password(password)
+    pw_hash = await hash_password(password)
     async with conn.transaction():
         cur = conn.cursor(row_factory=tuple_row)
         await cur.execute("SELECT 1 FROM users WHERE username = %s", (username,))
         if await cur.fetchone():
-            raise AuthError(f"user {username!r} exists already")
+            raise AuthConflictError(f"user {username!r} exists already")
         await cur.execute(
             "INSERT INTO users (username, role, password_hash, created_at)"
             " VALUES (%s, %s, %s, %s) RETURNING id",
@@ -139,15 +197,14 @@ async def login(
     )
     row = await cur.fetchone()
     stored = row[1] if row else _DUMMY_HASH
-    try:
-        _HASHER.verify(stored, password)
-    except (VerificationError, InvalidHashError):
+    if not await asyncio.to_thread(_verify_sync, stored, password):
         return None
     if row is None or row[2]:
         return None
     if _HASHER.check_needs_rehash(stored):
         await cur.execute(
-            "UPDATE users SET password_hash = %s WHERE id = %s", (_HASHER.hash(password), row[0])
+            "UPDATE users SET password_hash = %s WHERE id = %s",
+            (await asyncio.to_thread(_hash_sync, password), row[0]),
         )
     token = secrets.token_urlsafe(32)
     expires = now + timedelta(seconds=ttl_s)

@@ -454,13 +454,14 @@ def _chains(doc: Mapping[str, Any]) -> list[_Chain]:
 
 def _chain_words(chain: _Chain) -> str:
     """A chain's verification in words, as HTML."""
-    entries = _e(chain.entries)
+    # Only administrators are told how long the whole chain is (it spans every facility).
+    entries = "" if chain.entries is None else f"{_e(chain.entries)} entries, "
     if chain.verdict == "ok":
-        return f'<span class="ok-word">OK</span>: {entries} entries, hash chain intact.'
+        return f'<span class="ok-word">OK</span>: {entries}hash chain intact.'
     if chain.verdict == "missing":
         return '<span class="fail-word">not verified</span>: no result given.'
     found = f"{len(chain.problems)} problem(s)" if chain.problems else "no problem listed"
-    return f'<span class="fail-word">FAILED</span>: {entries} entries, {found}.'
+    return f'<span class="fail-word">FAILED</span>: {entries}{found}.'
 
 
 def _facility_section(doc: Mapping[str, Any], window_end: datetime | None) -> str:

@@ -33,20 +33,59 @@ class RecordError(ValueError):
         self.status = status
 
 
+#: Times and dates the record accepts. Far outside them is a typing error, and near year 1 or
+#: 9999 a UTC offset overflows Python's datetime.
+MIN_YEAR: Final = 1900
+MAX_YEAR: Final = 9000
+
+
 def _aware(v: datetime) -> datetime:
     if v.tzinfo is None:
         raise ValueError("a time needs its UTC offset, e.g. 2026-12-07T08:00:00Z")
+    if not MIN_YEAR <= v.year < MAX_YEAR:
+        raise ValueError(f"a time must be between the years {MIN_YEAR} and {MAX_YEAR}")
     return v.astimezone(UTC)
+
+
+def _sane_date(v: date) -> date:
+    if not MIN_YEAR <= v.year < MAX_YEAR:
+        raise ValueError(f"a date must be between the years {MIN_YEAR} and {MAX_YEAR}")
+    return v
+
+
+Day = Annotated[date, AfterValidator(_sane_date)]
 
 
 Time = Annotated[datetime, AfterValidator(_aware)]
 Text = Annotated[str, Field(max_length=2000)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Asset = Annotated[str, Field(max_length=100, pattern=r"^[A-Za-z0-9._-]*$")]
+#: Printable text: the registry accepts any asset name, and so does the record.
+ASSET_RE: Final = r"^[^\x00-\x1f\x7f]*$"
+Asset = Annotated[str, Field(max_length=100, pattern=ASSET_RE)]
+AssetName = Annotated[str, Field(min_length=1, max_length=100, pattern=ASSET_RE)]
+
+
+def no_nul(value: Any) -> Any:
+    """Refuse NUL characters anywhere in a request's strings (PostgreSQL text cannot hold
+    them); raises ValueError naming the problem."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("text may not contain NUL characters")
+    if isinstance(value, dict):
+        for v in value.values():
+            no_nul(v)
+    elif isinstance(value, list):
+        for v in value:
+            no_nul(v)
+    return value
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return no_nul(data)
 
 
 class _Change(_Model):
@@ -82,8 +121,8 @@ class FacilityIn(_Model):
     address: Text = ""
     smk3_level: Smk3Level | None = None
     smk3_certificate: str = Field("", max_length=100)
-    smk3_audit_on: date | None = None
-    smk3_expires_on: date | None = None
+    smk3_audit_on: Day | None = None
+    smk3_expires_on: Day | None = None
 
     @model_validator(mode="after")
     def _dates(self) -> FacilityIn:
@@ -105,8 +144,8 @@ class FacilityChange(_Change):
     address: Text | None = None
     smk3_level: Smk3Level | None = None
     smk3_certificate: str | None = Field(None, max_length=100)
-    smk3_audit_on: date | None = None
-    smk3_expires_on: date | None = None
+    smk3_audit_on: Day | None = None
+    smk3_expires_on: Day | None = None
 
 
 # --- the parts of the record ------------------------------------------------------------------
@@ -118,8 +157,8 @@ class LicenceIn(_Model):
     kind: Name
     number: Name
     issuer: str = Field("", max_length=200)
-    issued_on: date
-    expires_on: date | None = None
+    issued_on: Day
+    expires_on: Day | None = None
     notes: Text = ""
 
     @model_validator(mode="after")
@@ -133,7 +172,7 @@ class LicenceChange(_Change):
 
     number: Name | None = None
     issuer: str | None = Field(None, max_length=200)
-    expires_on: date | None = None
+    expires_on: Day | None = None
     notes: Text | None = None
 
 
@@ -150,7 +189,7 @@ class PermitIn(_Model):
     """A work permit on an asset and the work areas it lists, open in [opened_at, closed_at)."""
 
     kind: PermitKind = PermitKind.HOT_WORK
-    asset: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+    asset: AssetName
     areas: list[Asset] = Field(default_factory=list, max_length=50)
     opened_at: Time
     closed_at: Time | None = None
@@ -195,7 +234,7 @@ class WorkEnvTestIn(_Model):
 
     area: Name
     parameter: Name
-    tested_on: date
+    tested_on: Day
     result: float = Field(ge=-1e12, le=1e12)
     unit: Annotated[str, Field(min_length=1, max_length=30)]
     limit_value: float | None = Field(None, ge=-1e12, le=1e12)
@@ -231,7 +270,7 @@ class InspectionIn(_Model):
 
     kind: InspectionKind
     agency: Name
-    inspected_on: date
+    inspected_on: Day
     summary: Text = ""
 
 
@@ -244,7 +283,7 @@ class InspectionChange(_Change):
 class FindingIn(_Model):
     """A finding on an asset, with its corrective action and due date; open until closed."""
 
-    asset: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")]
+    asset: AssetName
     description: Annotated[str, Field(min_length=1, max_length=2000)]
     inspection_id: int | None = Field(None, ge=1, le=2**62)
     agency: str = Field("", max_length=200)
@@ -316,12 +355,12 @@ class SanctionIn(_Model):
     """A sanction; in force from issued_on until lifted_on."""
 
     kind: SanctionKind
-    issued_on: date
+    issued_on: Day
     issuer: str = Field("", max_length=200)
     reference: str = Field("", max_length=200)
     amount_idr: int | None = Field(None, ge=0, le=10**15)
     description: Text = ""
-    lifted_on: date | None = None
+    lifted_on: Day | None = None
 
     @model_validator(mode="after")
     def _dates(self) -> SanctionIn:
@@ -336,7 +375,7 @@ class SanctionChange(_Change):
 
     reference: str | None = Field(None, max_length=200)
     description: Text | None = None
-    lifted_on: date | None = None
+    lifted_on: Day | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,15 +142,22 @@ async def timeline(
     first = await cur.fetchone()
     assert first is not None  # noqa: S101 - a SELECT of one value
     f: datetime = first[0] if isinstance(first, tuple) else next(iter(first.values()))
-    to = end
-    pattern = f"{asset}-%" if asset is not None else "%"
+    # ... and the last holds the instant before `end`: series cover whole buckets, so a rollup
+    # row is never cut (readings after `end` in the last bucket are in it, whatever the source).
+    await cur.execute(
+        "SELECT public.time_bucket(%s, %s) + %s", (b, end - timedelta(microseconds=1), b)
+    )
+    last = await cur.fetchone()
+    assert last is not None  # noqa: S101 - a SELECT of one value
+    to: datetime = last[0] if isinstance(last, tuple) else next(iter(last.values()))
+    prefix = f"{asset}-" if asset is not None else ""
     sensors = await _rows(
         conn,
         "SELECT key, id, kind, asset FROM sensors WHERE site_id = %(site)s"
         " AND (retired_at IS NULL OR retired_at > %(f)s)"
-        " AND (%(asset)s::text IS NULL OR asset = %(asset)s OR asset LIKE %(pattern)s)"
+        " AND (%(asset)s::text IS NULL OR asset = %(asset)s OR starts_with(asset, %(prefix)s))"
         " AND (%(kinds)s::text[] IS NULL OR kind = ANY(%(kinds)s)) ORDER BY asset, id",
-        {"site": site, "f": f, "asset": asset, "pattern": pattern, "kinds": kinds},
+        {"site": site, "f": f, "asset": asset, "prefix": prefix, "kinds": kinds},
     )
     keys = [s["key"] for s in sensors]
     cur = conn.cursor()
@@ -159,13 +166,13 @@ async def timeline(
         orjson.Fragment(r[0] if isinstance(r, tuple) else r["doc"]) for r in await cur.fetchall()
     ]
 
-    params = {"site": site, "f": start, "to": end, "asset": asset, "pattern": pattern}
+    params = {"site": site, "f": start, "to": end, "asset": asset, "prefix": prefix}
     entries = await _rows(
         conn,
         "SELECT seq, at, alert_id, rule_id, subject, asset, actor, action, from_state, to_state,"
         " severity, priority, value, limit_value AS limit, reason FROM alert_journal"
         " WHERE site_id = %(site)s AND at >= %(f)s AND at < %(to)s"
-        " AND (%(asset)s::text IS NULL OR asset = %(asset)s OR asset LIKE %(pattern)s)"
+        " AND (%(asset)s::text IS NULL OR asset = %(asset)s OR starts_with(asset, %(prefix)s))"
         " ORDER BY seq",
         params,
     )
@@ -173,7 +180,7 @@ async def timeline(
         conn,
         "SELECT DISTINCT ON (alert_id) alert_id, to_state FROM alert_journal"
         " WHERE site_id = %(site)s AND at < %(f)s"
-        " AND (%(asset)s::text IS NULL OR asset = %(asset)s OR asset LIKE %(pattern)s)"
+        " AND (%(asset)s::text IS NULL OR asset = %(asset)s OR starts_with(asset, %(prefix)s))"
         " ORDER BY alert_id, seq DESC",
         params,
     )
@@ -217,7 +224,7 @@ async def timeline(
         "SELECT id, asset, at, until, author, text, created_at FROM annotations"
         " WHERE site_id = %(site)s AND at < %(to)s AND coalesce(until, at) >= %(f)s"
         " AND (%(asset)s::text IS NULL OR asset = '' OR asset = %(asset)s"
-        " OR asset LIKE %(pattern)s)"
+        " OR starts_with(asset, %(prefix)s))"
         " ORDER BY at, id",
         params,
     )
@@ -236,6 +243,7 @@ async def timeline(
         "to": end.isoformat(),
         "bucket_s": bucket_s,
         "buckets_from": f.isoformat(),
+        "buckets_to": to.isoformat(),
         "source": source,
         "points": points,
         "series": series,

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The main job: set up what is missing, apply the schema, load the default fleet's registry,
-# start the ingest service and a simulated plant (two sites, 9 gateways, 424 sensors, real
-# time), and show live progress until Ctrl-C (or --duration-s S), then stop both.
-# Logs: var/log/ingest.log (JSON lines), var/log/simulator.log.
+# start the ingest service, the API and a simulated plant (two sites, 9 gateways, 424 sensors,
+# real time), and show live progress until Ctrl-C (or --duration-s S), then stop them.
+# The first run creates the API user `admin` (password in var/admin-password, mode 0600).
+# Logs: var/log/ingest.log (JSON lines), var/log/api.log, var/log/simulator.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=0
 while [ $# -gt 0 ]; do
   case $1 in
     --duration-s) duration=$2; shift 2 ;;
-    -h|--help) sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: deploy/up.sh [--duration-s S]"; exit 0 ;;
+    -h|--help) sed -n '2,6p' "$0" | sed 's/^# \{0,1\}//'; echo "usage: deploy/up.sh [--duration-s S]"; exit 0 ;;
     *) echo "up.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -21,6 +22,10 @@ mkdir -p var/log var/registry
 $tungku db migrate
 $tungku fleet export --out var/registry >/dev/null
 $tungku registry load var/registry/*.toml
+if [ ! -s var/admin-password ]; then
+  (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(12))' >var/admin-password)
+  $tungku user create admin --role admin <var/admin-password
+fi
 
 pids=()
 stop() {
@@ -33,6 +38,8 @@ trap stop INT TERM EXIT
 
 $tungku ingest run >>var/log/ingest.log 2>&1 &
 pids+=($!)
+$tungku api >>var/log/api.log 2>&1 &
+pids+=($!)
 $tungku simulate --realtime --port "$TUNGKU_MQTT_PORT" --spool-dir var/simulator-spool \
   >>var/log/simulator.log 2>&1 &
 pids=($! "${pids[@]}")  # the simulator stops first, so its last readings are ingested
@@ -41,6 +48,7 @@ cat <<INFO
 
 Tungku is running: broker 127.0.0.1:$TUNGKU_MQTT_PORT, database ${TUNGKU_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/tungku} (schema tungku),
 metrics http://127.0.0.1:9108/metrics. Logs in var/log/. Ctrl-C stops it.
+API: http://${TUNGKU_API_HOST:-127.0.0.1}:${TUNGKU_API_PORT:-8600}/api/v1/docs, user admin, password in var/admin-password.
 Try: .venv/bin/tungku rejects    (messages the service refused, and why)
 
 INFO

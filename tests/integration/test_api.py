@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -370,6 +371,8 @@ def test_the_facility_record_is_created_read_and_updated_with_history(
     assert {k: len(v) for k, v in whole.items() if k != "facility"} == dict.fromkeys(RECORD, 1)
     verify = inspector.get("/api/v1/journal/verify").json()
     assert verify["record_history"]["ok"]
+    assert verify["record_history"]["entries"] is None  # the chain spans every facility
+    verify = admin.get("/api/v1/journal/verify").json()
     assert verify["record_history"]["entries"] >= 2 * len(RECORD) + 2
 
 
@@ -485,3 +488,61 @@ def test_operator_actions_are_checked_and_journaled(
     assert alerts[0]["state"] == "shelved"
     assert alerts[0]["shelve_reason"] == "sensor swap"
     assert op.post(f"/api/v1/alerts/{alert_id}/explode", json={}).status_code == 422
+
+
+def test_hostile_input_gets_a_4xx_that_names_the_problem(
+    api: Api, people: dict[str, httpx.Client]
+) -> None:
+    """NUL characters, years PostgreSQL or Python cannot hold, and racing duplicate creates
+    are refused with 4xx, never a server error."""
+    anon, admin, insp = api.client(), people["admin"], people["inspector"]
+    r = anon.post("/api/v1/auth/login", json={"username": "a\u0000b", "password": "x" * 12})
+    assert r.status_code == 422
+    assert "NUL" in r.text
+    r = insp.post(
+        "/api/v1/facilities/s1/annotations", json={"at": NOW.isoformat(), "text": "a\u0000"}
+    )
+    assert r.status_code == 422
+    r = admin.patch("/api/v1/facilities/s1", json={"name": "x\u0000"})
+    assert r.status_code == 422
+    for params in ({"to": "0001-01-01T00:00:00Z"}, {"from": "0001-01-01T00:30:00+01:00"}):
+        r = insp.get("/api/v1/facilities/s1/timeline", params=params)
+        assert r.status_code == 422, params
+        assert "between the years" in r.text
+    r = admin.post(
+        "/api/v1/facilities/s1/permits",
+        json={**RECORD["permits"], "opened_at": "0001-01-01T00:30:00+01:00"},
+    )
+    assert r.status_code == 422
+    assert "between the years" in r.text
+    r = admin.post(
+        "/api/v1/users",
+        json={"username": "op1", "role": "operator", "password": "another-password"},
+    )
+    assert r.status_code == 409
+    assert "exists already" in r.text
+
+    def create(i: int) -> int:
+        with httpx.Client(base_url=api.url, headers=admin.headers, timeout=60) as c:
+            return c.post(
+                "/api/v1/facilities", json={"site_id": "race", "name": f"n{i}", "company": "c"}
+            ).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(create, range(8)))
+    assert codes == [201] + [409] * 7
+
+
+def test_failed_logins_are_throttled(api: Api, people: dict[str, httpx.Client]) -> None:
+    """After 10 failed logins for a user, even the right password waits (429, Retry-After);
+    other users are not affected."""
+    anon = api.client()
+    for _ in range(10):
+        r = anon.post(
+            "/api/v1/auth/login", json={"username": "op1", "password": "not-the-password"}
+        )
+        assert r.status_code == 401
+    r = anon.post("/api/v1/auth/login", json={"username": "op1", "password": PASSWORD})
+    assert r.status_code == 429
+    assert 0 < int(r.headers["Retry-After"]) <= 300
+    assert api.login("insp1")

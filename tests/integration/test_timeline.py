@@ -297,3 +297,25 @@ def test_exports_are_complete_and_verified(loaded: dict[str, Any], api: Api) -> 
         "/api/v1/facilities/s1/timeline/export", params={**params, "format": "html"}
     ).text
     assert "change 999" in html
+
+
+def test_series_cover_whole_buckets_whatever_the_source(loaded: dict[str, Any]) -> None:
+    """A window ending inside a bucket: the series span [buckets_from, buckets_to), and each
+    source counts exactly the good readings in that span."""
+    t, q = loaded["t"], loaded["q"]
+    end = T0 + timedelta(hours=1, seconds=30)
+    for points in (600, 12):  # 6-s buckets from raw readings; 300-s buckets from the minutes
+        doc = (
+            loaded["insp"]
+            .get(
+                "/api/v1/facilities/s1/timeline",
+                params={"from": T0.isoformat(), "to": end.isoformat(), "points": points},
+            )
+            .json()
+        )
+        lo = to_us(datetime.fromisoformat(doc["buckets_from"]))
+        hi = to_us(datetime.fromisoformat(doc["buckets_to"]))
+        assert hi >= to_us(end)
+        assert (hi - lo) % (doc["bucket_s"] * 1_000_000) == 0
+        [s] = doc["series"]
+        assert sum(s["n"]) == int(((t >= lo) & (t < hi) & (q < 2)).sum()), doc["source"]

@@ -1314,3 +1314,14 @@ def test_explanation_of_a_flat_signal_that_moves_stays_journal_safe() -> None:
             if isinstance(x, float):
                 assert math.isfinite(x)
                 assert abs(x) < 1e15
+
+
+def test_escalation_names_a_finding_only_for_an_asset_that_has_one() -> None:
+    """A facility-wide reason (expired SMK3) on an alert whose sensor has no asset escalates
+    it as such, not as an 'open inspection finding'."""
+    c = Compliance(findings=(Finding("s1", "F1", T0),), smk3_expires_us={"s1": T0})
+    assert c.escalation("s1", "", T0 + US) == ["SMK3 certificate expired"]
+    assert c.escalation("s1", "F1", T0 + US) == [
+        "open inspection finding on F1",
+        "SMK3 certificate expired",
+    ]
