@@ -1,4 +1,5 @@
-"""Dashboards: the API (`tungku api`) for operators, inspectors and administrators.
+"""Dashboards: the API (`tungku api`) for operators, inspectors and administrators, the
+control-room and inspector pages it serves (`static/`), and Grafana dashboards (`grafana/`).
 
 - `app`: the FastAPI application, its routes, access by role and facility;
 - `auth`: users, roles, Argon2id passwords, expiring bearer tokens;
@@ -8,5 +9,6 @@
 - `timeline`: incident timelines, downsampled from the reading rollups;
 - `kpi`: ISA-18.2 alarm KPIs and the periodic compliance summary;
 - `export`: timeline reports as CSV, HTML with plots, and PDF;
+- `live`: alert transitions as Server-Sent Events, from the journal's NOTIFY;
 - `cli`: `tungku api` and `tungku user`.
 """

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 import multiprocessing
+import pathlib
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,10 +31,12 @@ from typing import Annotated, Any, Final
 import orjson
 import psycopg
 import structlog
-from fastapi import Body, Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import Body, Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +45,7 @@ from alerting import journal as alert_journal
 from alerting import lifecycle
 from alerting.pack import PackError, parse_pack
 from alerting.store import ActionError, AlertStore, AlertStoreUnavailableError, to_us
-from dashboards import auth, history, records, status, timeline
+from dashboards import auth, history, live, records, status, timeline
 from dashboards.auth import Role, User
 from dashboards.records import RecordError, jsonable
 from ingest.migrate import available_migrations, session_sql
@@ -64,6 +67,15 @@ ENTRY_ID = Annotated[int, Path(ge=1, le=2**62)]
 _bearer = HTTPBearer(auto_error=False, description="a token from POST /api/v1/auth/login")
 _EVERYONE: Final = (Role.OPERATOR, Role.INSPECTOR, Role.ADMIN)
 _READERS: Final = (Role.INSPECTOR, Role.ADMIN)
+
+
+STATIC: Final = pathlib.Path(__file__).parent / "static"
+
+
+def _hexed(v: Any) -> Any:
+    if isinstance(v, bytes | bytearray | memoryview):
+        return bytes(v).hex()
+    raise TypeError(type(v).__name__)
 
 
 def _now() -> datetime:
@@ -213,8 +225,12 @@ def create_app(settings: Settings) -> FastAPI:
                 await _check_schema(conn)
             app.state.pool = pool
             app.state.renderer = None
+            app.state.live = live.Broadcaster(settings.database_url, settings.db_schema)
+            app.state.live.start()
             yield
         finally:
+            if getattr(app.state, "live", None) is not None:
+                await app.state.live.stop()
             if getattr(app.state, "renderer", None) is not None:
                 app.state.renderer.shutdown(wait=True, cancel_futures=True)
             await pool.close()
@@ -283,6 +299,12 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"detail": problems}, status_code=422)
 
     _routes(app, settings)
+    app.mount("/ui", StaticFiles(directory=STATIC, html=True), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/ui/")
+
     return app
 
 
@@ -547,13 +569,23 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     # -- facilities and their record --
     @app.get(f"{API}/facilities", tags=["facility record"])
     async def facilities(user: Anyone, conn: Conn) -> list[dict[str, Any]]:
-        """The facilities the user may see (operators: their id and name only)."""
-        rows = await records.facilities(
-            conn, None if user.role is Role.ADMIN else sorted(user.sites)
+        """The facilities the user may see, by site id: those with a record (`record`: true,
+        with its identity; operators get id and name only) and the registry's sites without
+        one yet (`record`: false)."""
+        sites = None if user.role is Role.ADMIN else sorted(user.sites)
+        rows = {r["site_id"]: {**r, "record": True} for r in await records.facilities(conn, sites)}
+        cur = await conn.execute(
+            "SELECT id, name FROM sites WHERE %(all)s OR id = ANY(%(s)s)",
+            {"all": sites is None, "s": sites or []},
         )
+        for r in await cur.fetchall():
+            rows.setdefault(r["id"], {"site_id": r["id"], "name": r["name"], "record": False})
+        out = [rows[k] for k in sorted(rows)]
         if user.role is Role.OPERATOR:
-            return [{"site_id": r["site_id"], "name": r["name"]} for r in rows]
-        return rows
+            return [
+                {"site_id": r["site_id"], "name": r["name"], "record": r["record"]} for r in out
+            ]
+        return out
 
     @app.post(f"{API}/facilities", tags=["facility record"], status_code=201)
     async def create_facility(body: records.FacilityIn, user: Admin, conn: Conn) -> dict[str, Any]:
@@ -676,6 +708,49 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             (site,),
         )
         return [jsonable(r) for r in await cur.fetchall()]
+
+    @app.get(f"{API}/facilities/{{site}}/gateways", tags=["live data"])
+    async def gateways(site: SITE, user: Anyone, conn: Conn) -> list[dict[str, Any]]:
+        """The facility's gateways: online (their last status), last message, last sequence."""
+        _see(user, site)
+        cur = await conn.execute(
+            "SELECT g.id AS gateway, g.description, s.online, s.status_at, s.last_message_at,"
+            " s.last_seq FROM gateways g LEFT JOIN gateway_state s"
+            " ON s.site_id = g.site_id AND s.gateway_id = g.id"
+            " WHERE g.site_id = %s AND g.retired_at IS NULL ORDER BY g.id",
+            (site,),
+        )
+        return [jsonable(r) for r in await cur.fetchall()]
+
+    @app.get(
+        f"{API}/facilities/{{site}}/events",
+        tags=["live data"],
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def alert_events(
+        request: Request,
+        site: SITE,
+        user: Anyone,
+        last_event_id: Annotated[
+            str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]+$")
+        ] = None,
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Server-Sent Events: every alert transition and operator action of the facility as
+        it is committed (event `alert`, id = the journal seq, data = the entry with the
+        alert's current state). Without Last-Event-ID the last 10 minutes come first; with
+        it, everything after it: a reconnecting client loses nothing."""
+        _see(user, site)
+        after = int(last_event_id) if last_event_id is not None else None
+        yield ServerSentEvent(comment="tungku alert events", retry=1000)
+        async for row in live.events(
+            request.app.state.pool, request.app.state.live, site, after, _now()
+        ):
+            yield ServerSentEvent(
+                raw_data=orjson.dumps(jsonable(row), default=_hexed).decode(),
+                event="alert",
+                id=str(row["seq"]),
+            )
 
     # -- the timeline --
     @app.get(f"{API}/facilities/{{site}}/timeline", tags=["timeline"])
@@ -919,17 +994,37 @@ def _entity_routes(app: FastAPI, e: records.Entity) -> None:
         ("", list_, "GET", "list", 200, f"{e.title} of a facility", ""),
         ("", create, "POST", "create", 201, f"Add to the {title}", e.new.__doc__ or ""),
         ("/{entry_id}", one, "GET", "get", 200, f"One entry of the {title}", ""),
-        ("/{entry_id}", change, "PATCH", "change", 200, f"Change an entry of the {title}",
-         e.change.__doc__ or ""),
-        ("/{entry_id}/history", entry_history, "GET", "history", 200,
-         f"Who changed this entry of the {title}", ""),
-    ]  # fmt: skip
+        (
+            "/{entry_id}",
+            change,
+            "PATCH",
+            "change",
+            200,
+            f"Change an entry of the {title}",
+            e.change.__doc__ or "",
+        ),
+        (
+            "/{entry_id}/history",
+            entry_history,
+            "GET",
+            "history",
+            200,
+            f"Who changed this entry of the {title}",
+            "",
+        ),
+    ]
     for suffix, fn, method, verb, status_code, summary, description in routes:
         app.add_api_route(
-            base + suffix, fn, methods=[method], tags=tag, status_code=status_code,
-            name=f"{verb} {e.name}", summary=summary, operation_id=f"{verb}_{e.table}",
+            base + suffix,
+            fn,
+            methods=[method],
+            tags=tag,
+            status_code=status_code,
+            name=f"{verb} {e.name}",
+            summary=summary,
+            operation_id=f"{verb}_{e.table}",
             description=description,
-        )  # fmt: skip
+        )
 
 
 _RENDER_LOCK: Final = threading.Lock()

@@ -16,7 +16,8 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 ls /etc/postgresql/*/main >/dev/null 2>&1 || need+=(postgresql)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 # WeasyPrint (PDF reports) draws text with Pango and subsets fonts with HarfBuzz.
-for lib in libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core; do
+# Debian's Chromium drives the browser tests (Playwright with executable_path).
+for lib in libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core chromium; do
   dpkg -s "$lib" >/dev/null 2>&1 || need+=("$lib")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -52,7 +53,7 @@ class Api:
                 await conn.execute(session_sql(self.schema))
                 return await fn(conn)
 
-        return asyncio.run(run())
+        return in_thread(run)
 
     def user(
         self, username: str, role: str, sites: tuple[str, ...] = (), password: str = PASSWORD
@@ -80,13 +81,26 @@ class Api:
         return str(r.json()["access_token"])
 
 
+def in_thread(fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+    """asyncio.run(fn()) in a thread of its own: callers may have a running loop of their own
+    (Playwright's sync API runs one in the test's thread)."""
+    with ThreadPoolExecutor(1) as ex:
+        return ex.submit(asyncio.run, fn()).result()
+
+
 def serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
     """Start the app on a free port; returns when its lifespan has started."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), log_level="warning", access_log=False, lifespan="on")
+        uvicorn.Config(
+            create_app(settings),
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=3,  # live event streams never end by themselves
+        )
     )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
