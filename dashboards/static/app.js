@@ -172,13 +172,14 @@ function renderAlarms() {
   const tb = $("#alarms tbody");
   tb.replaceChildren(...rows.map((a) => {
     const acts = el("td", { class: "actions" });
-    if (a.state === "unack" || a.state === "rtn_unack") acts.append(button("Ack", () => act(a, "ack")));
+    if (!a.acked && ["unack", "rtn_unack", "latched"].includes(a.state)) acts.append(button("Ack", () => act(a, "ack")));
     if (a.state !== "shelved") acts.append(button("Shelve", () => shelve(a)));
-    if (a.state === "latched") acts.append(button("Reset", () => act(a, "reset")));
+    if (a.state === "latched" && a.acked) acts.append(button("Reset", () => act(a, "reset")));
     acts.append(button("Comment", () => comment(a)));
     return el("tr", { "data-alert": a.id, "data-state": a.state },
       el("td", { class: `prio prio-${a.priority}` }, a.priority),
-      el("td", { class: `state state-${a.state}` }, STATE_WORDS[a.state] || a.state),
+      el("td", { class: `state state-${a.state}` }, STATE_WORDS[a.state] || a.state,
+        a.state === "latched" && !a.acked ? ", unacknowledged" : ""),
       el("td", {}, a.asset),
       el("td", {}, el("strong", {}, a.title), " ", el("span", { class: "quiet" }, `${a.subject} · ${a.rule_id}`)),
       el("td", {}, a.value === null || a.value === undefined ? "" : `${fmtNum(a.value)} / ${fmtNum(a.limit)}`),

@@ -7,8 +7,10 @@ Screenshots are saved under test-artifacts/browser/ (CI keeps them); the README 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,11 @@ from alerting.pack import Priority, Severity, default_pack_path, load_pack
 from alerting.store import AlertStore, to_us
 from ingest.batch import Batch
 from ingest.store import ReadingStore
+from simulator.fleet import load_scenario_fleet
+from simulator.scenario import scenario
 from tests.fix_api import PASSWORD, Api, in_thread
-from tests.fix_ingest import co_detector_site, register
+from tests.fix_broker import Broker
+from tests.fix_ingest import IngestProcess, co_detector_site, register
 
 PACK = load_pack(default_pack_path())
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -260,3 +265,59 @@ def test_inspector_sees_the_record_the_timeline_and_exports(
     assert path is not None
     assert Path(path).read_bytes()[:5] == b"%PDF-"
     assert dl.value.suggested_filename.startswith("tungku-s1-")
+
+
+@pytest.mark.slow
+def test_a_simulated_scenario_raises_alerts_that_appear_live(
+    browser: Browser,
+    api: Api,
+    pages: list[Page],
+    broker: Broker,
+    ingest_factory: Callable[..., IngestProcess],
+) -> None:
+    """The whole pipeline: the simulator plays the positive-pressure incident through the
+    broker into the ingest service, whose engine raises the alerts; an operator watching the
+    page sees the freeboard-pressure critical appear without reloading, and acknowledges it."""
+    sc = scenario("positive-pressure")
+    for site in load_scenario_fleet().sites():
+        register(api.database_url, api.schema, site)
+    api.user("op1", "operator", (sc.site,))
+    svc = ingest_factory(mqtt_port=broker.port, sites=[sc.site])
+    svc.start()
+    page = login(browser, api, "op1", pages)
+    expect(page.locator("#live")).to_have_text("live")
+    expect(page.locator("#no-alarms")).to_be_visible()
+    start_ms = int(time.time() * 1000) - sc.duration_s * 1000 - 60_000
+    sim = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ingest.cli",
+            "simulate",
+            "--port",
+            str(broker.port),
+            "--scenario",
+            sc.name,
+            "--seed",
+            "20231224",
+            "--start-ms",
+            str(start_ms),
+            "--no-permits",
+            "--speed",
+            "100000",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert sim.returncode == 0, sim.stdout + sim.stderr
+    row = page.locator("#alarms tr[data-alert]", has_text="freeboard.pressure")
+    expect(row).to_have_count(1, timeout=60_000)
+    expect(row.locator(".prio")).to_have_text("high")
+    expect(page.locator("#alarms tr[data-alert]", has_text="gas.co.level").first).to_be_visible()
+    shot(page, "control-room-scenario")
+    row.get_by_role("button", name="Ack").click()
+    expect(page.locator("#events li", has_text="acknowledge").first).to_contain_text("by op1")
+    expect(row.get_by_role("button", name="Ack")).to_have_count(0)
