@@ -207,6 +207,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(session_sql(settings.db_schema))
+        await conn.execute("SET TIME ZONE 'UTC'")  # every time the API gives is in UTC
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -380,6 +381,13 @@ Inspector = Annotated[User, Depends(_role(Role.INSPECTOR))]
 def _see(user: User, site: str) -> None:
     if not user.sees(site):
         raise HTTPException(403, f"user {user.username} is not assigned to facility {site!r}")
+
+
+async def _visible_site(site: SITE, user: Annotated[User, Depends(_user)]) -> str:
+    """The path's facility, when the user may see it (a dependency: checked before a stream's
+    response starts)."""
+    _see(user, site)
+    return site
 
 
 def _window(
@@ -656,7 +664,15 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         """The facility's alerts, most urgent first (priority, unacknowledged, oldest)."""
         _see(user, site)
         rows = await AlertStore.on(conn, schema).alerts(site=site, active_only=active_only)
-        return [_alert_json(a) for a in rows]
+        # When each was last annunciated (its age on the page), from the journal.
+        cur = await conn.execute(
+            "SELECT alert_id, max(at) AS at FROM alert_journal WHERE alert_id = ANY(%s)"
+            " AND actor = 'engine' AND to_state = 'unack' AND from_state NOT IN ('unack', 'ack')"
+            " GROUP BY alert_id",
+            ([a.id for a in rows],),
+        )
+        since = {r["alert_id"]: r["at"].isoformat() for r in await cur.fetchall()}
+        return [{**_alert_json(a), "annunciated_at": since.get(a.id)} for a in rows]
 
     async def _alert_of(conn: Conn, user: User, alert_id: int) -> dict[str, Any]:
         cur = await conn.execute("SELECT site_id FROM alerts WHERE id = %s", (alert_id,))
@@ -726,12 +742,26 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         f"{API}/facilities/{{site}}/events",
         tags=["live data"],
         response_class=EventSourceResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        # Its refusals are JSON like every other operation's (the SSE response class would
+        # otherwise document them as text/event-stream).
+        responses={
+            200: {"content": {"text/event-stream": {}}},
+            **{
+                code: {
+                    **spec,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}
+                    },
+                }
+                for code, spec in ERRORS.items()
+            },
+        },
     )
     async def alert_events(
         request: Request,
-        site: SITE,
+        site: Annotated[str, Depends(_visible_site)],
         user: Anyone,
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         last_event_id: Annotated[
             str | None, Header(alias="Last-Event-ID", max_length=20, pattern=r"^[0-9]+$")
         ] = None,
@@ -739,12 +769,24 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         """Server-Sent Events: every alert transition and operator action of the facility as
         it is committed (event `alert`, id = the journal seq, data = the entry with the
         alert's current state). Without Last-Event-ID the last 10 minutes come first; with
-        it, everything after it: a reconnecting client loses nothing."""
-        _see(user, site)
+        it, everything after it: a reconnecting client loses nothing. The stream ends when
+        the token expires or is revoked, or the user loses the facility."""
         after = int(last_event_id) if last_event_id is not None else None
+        token = creds.credentials if creds else ""
+
+        async def allowed() -> bool:
+            async with request.app.state.pool.connection() as conn:
+                now_user = await auth.authenticate(conn, token, now=_now())
+            return now_user is not None and now_user.sees(site)
+
         yield ServerSentEvent(comment="tungku alert events", retry=1000)
         async for row in live.events(
-            request.app.state.pool, request.app.state.live, site, after, _now()
+            request.app.state.pool,
+            request.app.state.live,
+            site,
+            last_event_id=after,
+            now=_now(),
+            allowed=allowed,
         ):
             yield ServerSentEvent(
                 raw_data=orjson.dumps(jsonable(row), default=_hexed).decode(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -39,7 +39,9 @@ EVENT_SQL: Final = (
     " j.limit_value AS limit, j.reason, a.title, a.state, a.acked, a.latched,"
     " a.condition_active, a.shelved_until, a.shelve_reason, a.first_active_at,"
     " a.last_change_at, a.value AS alert_value, a.limit_value AS alert_limit,"
-    " a.priority AS alert_priority, a.severity AS alert_severity, a.escalated_by"
+    " a.priority AS alert_priority, a.severity AS alert_severity, a.escalated_by,"
+    " (SELECT max(x.at) FROM alert_journal x WHERE x.alert_id = a.id AND x.actor = 'engine'"
+    "  AND x.to_state = 'unack' AND x.from_state NOT IN ('unack', 'ack')) AS annunciated_at"
     " FROM alert_journal j JOIN alerts a ON a.id = j.alert_id"
     " WHERE j.site_id = %(site)s AND j.seq > %(after)s ORDER BY j.seq LIMIT %(n)s"
 )
@@ -80,7 +82,14 @@ class Broadcaster:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=10
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=10,
+                    # A half-open connection (NAT timeout, failover) is found within a minute.
+                    keepalives=1,
+                    keepalives_idle=20,
+                    keepalives_interval=5,
+                    keepalives_count=4,
                 ) as conn:
                     await conn.execute(session_sql(self._schema))
                     await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
@@ -90,8 +99,12 @@ class Broadcaster:
                         site = _site_of(n.payload)
                         for ev in self._subscribers.get(site, ()) if site else ():
                             ev.set()
-            except psycopg.Error as exc:
-                log.warning("live listener lost its connection", error=str(exc), retry_s=delay)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the listener must outlive any fault
+                log.warning(
+                    "live listener failed; streams poll meanwhile", error=str(exc), retry_s=delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
@@ -116,11 +129,14 @@ async def events(
     pool: AsyncConnectionPool[Any],
     broadcaster: Broadcaster,
     site: str,
+    *,
     last_event_id: int | None,
     now: datetime,
+    allowed: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[dict[str, Any]]:
     """The site's journal entries after `last_event_id` (or of the last RECENT when None), then
-    each new one as it is committed; forever, until the consumer stops."""
+    each new one as it is committed; until the consumer stops, or `allowed()` (asked before
+    every read: the token still valid, the site still the user's) says no."""
     with broadcaster.subscribe(site) as woken:
         if last_event_id is None:
             async with pool.connection() as conn:
@@ -134,7 +150,7 @@ async def events(
                 last = int(row["s"]) if row and row["s"] is not None else 0
         else:
             last = last_event_id
-        while True:
+        while await allowed():
             woken.clear()
             async with pool.connection() as conn:
                 cur = conn.cursor(row_factory=dict_row)

@@ -36,10 +36,12 @@ fi
 for who in admin:admin operator:operator inspector:inspector; do
   user=${who%%:*}; role=${who#*:}
   if [ ! -s "var/$user-password" ]; then
-    (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(12))' >"var/$user-password")
+    # Kept only once the user exists, so the file never holds a password nobody has.
+    (umask 077; python3 -c 'import secrets; print(secrets.token_urlsafe(12))' >"var/$user-password.new")
     # shellcheck disable=SC2046
     $tungku user create "$user" --role "$role" $(for s in $sites; do echo --site "$s"; done) \
-      <"var/$user-password"
+      <"var/$user-password.new"
+    mv "var/$user-password.new" "var/$user-password"
   fi
 done
 
@@ -80,7 +82,8 @@ cat <<INFO
 Tungku is running: broker 127.0.0.1:$TUNGKU_MQTT_PORT, database ${TUNGKU_DATABASE_URL:-postgresql://postgres@127.0.0.1:5432/tungku} (schema tungku),
 metrics http://127.0.0.1:9108/metrics. Logs in var/log/. Ctrl-C stops it.
 Control room: http://${TUNGKU_API_HOST:-127.0.0.1}:${TUNGKU_API_PORT:-8600}/  (API docs: /api/v1/docs)
-  logins: operator / $(cat var/operator-password)   inspector / $(cat var/inspector-password)   admin / $(cat var/admin-password)
+  demo logins: operator / $(cat var/operator-password)   inspector / $(cat var/inspector-password)
+  admin: its password is in var/admin-password
 An incident scenario plays every ${TUNGKU_SCENARIO_EVERY_S:-300} s on site scenario-site (var/log/scenarios.log).
 Try: .venv/bin/tungku rejects    (messages the service refused, and why)
 

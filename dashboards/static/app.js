@@ -14,6 +14,9 @@ const STATE_WORDS = {
 const FLOOD_START = 10; // alarms in 10 minutes: above this a flood starts [S: DOMAIN.md §4]
 const FLOOD_END = 5;    // ... and below this it ends
 const TEN_MIN_MS = 10 * 60 * 1000;
+// In the alarm summary: annunciated states. Shelved, suppressed and out of service are listed
+// apart (ISA-18.2 / EEMUA 191: they are not alarms the operator must act on now).
+const ANNUNCIATED = ["unack", "ack", "rtn_unack", "latched"];
 
 const state = {
   token: sessionStorage.getItem("tungku.token"),
@@ -128,9 +131,19 @@ function show(view) {
 // --- alarms -----------------------------------------------------------------------------
 
 async function loadAlerts() {
-  const rows = await api(`/facilities/${encodeURIComponent(state.site)}/alerts?active_only=true`);
+  const site = state.site;
+  const rows = await api(`/facilities/${encodeURIComponent(site)}/alerts?active_only=true`);
+  if (site !== state.site) return; // another facility was chosen meanwhile
   for (const a of rows) state.alerts.set(a.id, a);
-  renderAlarms();
+  scheduleRender();
+}
+
+// Many events can arrive at once (a reconnect's catch-up, a flood): render once per frame.
+let renderPending = false;
+function scheduleRender() {
+  if (renderPending) return;
+  renderPending = true;
+  requestAnimationFrame(() => { renderPending = false; renderAlarms(); renderEvents(); });
 }
 
 function fromEvent(e) {
@@ -140,6 +153,7 @@ function fromEvent(e) {
     acked: e.acked, latched: e.latched, value: e.alert_value, limit: e.alert_limit,
     shelved_until: e.shelved_until, shelve_reason: e.shelve_reason,
     first_active_at: e.first_active_at, last_change_at: e.last_change_at,
+    annunciated_at: e.annunciated_at,
   };
 }
 
@@ -148,11 +162,12 @@ function onEvent(e) {
   const a = fromEvent(e);
   if (a.state === "normal") state.alerts.delete(a.id); else state.alerts.set(a.id, a);
   const at = Date.parse(e.at);
-  if (e.action === "activate" && e.to_state === "unack" && e.priority !== "advisory") state.activations.push(at);
+  // An alarm as the KPI report counts one: the engine annunciating from a quiet state.
+  if (e.actor === "engine" && e.to_state === "unack" && !["unack", "ack"].includes(e.from_state)
+      && e.priority !== "advisory") state.activations.push(at);
   state.events.unshift(e);
   state.events.length = Math.min(state.events.length, 200);
-  renderAlarms();
-  renderEvents();
+  scheduleRender();
 }
 
 function fmtNum(v) { return v === null || v === undefined ? "" : Number(v).toPrecision(4).replace(/\.?0+$/, ""); }
@@ -164,11 +179,24 @@ function age(iso) {
   return `${(s / 3600).toFixed(1)} h`;
 }
 
+function since(a) { return a.annunciated_at || a.first_active_at || a.last_change_at; }
+
 function renderAlarms() {
-  const rows = [...state.alerts.values()].sort((x, y) =>
+  const all = [...state.alerts.values()];
+  const rows = all.filter((a) => ANNUNCIATED.includes(a.state)).sort((x, y) =>
     (PRIORITY_RANK[x.priority] - PRIORITY_RANK[y.priority]) ||
     (Number(x.acked) - Number(y.acked)) ||
-    (Date.parse(y.last_change_at) - Date.parse(x.last_change_at)));
+    (Date.parse(since(y)) - Date.parse(since(x))));
+  const others = all.filter((a) => !ANNUNCIATED.includes(a.state))
+    .sort((x, y) => PRIORITY_RANK[x.priority] - PRIORITY_RANK[y.priority]);
+  $("#others tbody").replaceChildren(...others.map((a) => el("tr", { "data-alert": a.id, "data-state": a.state },
+    el("td", { class: `prio prio-${a.priority}` }, a.priority),
+    el("td", { class: `state state-${a.state}` }, STATE_WORDS[a.state] || a.state),
+    el("td", {}, a.asset),
+    el("td", {}, el("strong", {}, a.title), " ", el("span", { class: "quiet" }, `${a.subject} · ${a.rule_id}`)),
+    el("td", {}, a.state === "shelved" ? `until ${(a.shelved_until || "").slice(11, 16)} UTC: ${a.shelve_reason || ""}` : ""),
+    el("td", {}, a.state === "shelved" ? button("Unshelve", () => act(a, "unshelve")) : ""))));
+  $("#other-count").textContent = `(${others.length})`;
   const tb = $("#alarms tbody");
   tb.replaceChildren(...rows.map((a) => {
     const acts = el("td", { class: "actions" });
@@ -183,14 +211,19 @@ function renderAlarms() {
       el("td", {}, a.asset),
       el("td", {}, el("strong", {}, a.title), " ", el("span", { class: "quiet" }, `${a.subject} · ${a.rule_id}`)),
       el("td", {}, a.value === null || a.value === undefined ? "" : `${fmtNum(a.value)} / ${fmtNum(a.limit)}`),
-      el("td", {}, age(a.first_active_at || a.last_change_at)),
+      el("td", {}, age(since(a))),
       acts);
   }));
   $("#alarm-count").textContent = `(${rows.length})`;
   $("#no-alarms").hidden = rows.length > 0;
-  // Flood, with the standard's hysteresis: starts above 10 in 10 minutes, ends below 5.
-  const since = Date.now() - TEN_MIN_MS;
-  state.activations = state.activations.filter((t) => t >= since);
+  renderFlood();
+}
+
+// Flood, with the standard's hysteresis: starts above 10 in 10 minutes, ends below 5. Also run
+// on a timer, so the banner goes when the alarms age out even if nothing else happens.
+function renderFlood() {
+  const from = Date.now() - TEN_MIN_MS;
+  state.activations = state.activations.filter((t) => t >= from);
   const n = state.activations.length;
   if (n > FLOOD_START) state.flood = true; else if (n < FLOOD_END) state.flood = false;
   const banner = $("#flood");
@@ -294,7 +327,7 @@ async function readEvents(body, gen) {
 
 // --- plant overview and health --------------------------------------------------------------
 
-const KEY_KINDS = ["furnace_power", "hearth_tc", "sidewall_tc", "shell_tc", "freeboard_pressure",
+const KEY_KINDS = ["furnace_power", "hearth_tc", "sidewall_tc", "shell_temp", "freeboard_pressure",
   "offgas_temp", "offgas_h2", "area_co", "area_h2s", "area_o2", "area_lel", "cw_return_temp",
   "cw_supply_flow", "cw_return_flow", "o2_line_pressure"];
 
@@ -302,12 +335,15 @@ function groupOf(asset) { const m = /^(F\d+)/.exec(asset || ""); return m ? m[1]
 
 async function pollPlant() {
   if (!state.site || !state.token) return;
+  renderFlood();
+  const site = state.site;
   let sensors, gws;
   try {
     [sensors, gws] = await Promise.all([
-      api(`/facilities/${encodeURIComponent(state.site)}/sensors`),
-      api(`/facilities/${encodeURIComponent(state.site)}/gateways`)]);
+      api(`/facilities/${encodeURIComponent(site)}/sensors`),
+      api(`/facilities/${encodeURIComponent(site)}/gateways`)]);
   } catch (_) { return; }
+  if (site !== state.site) return;
   const now = Date.now();
   const groups = new Map();
   const stale = [];
@@ -322,7 +358,12 @@ async function pollPlant() {
     const g = groupOf(s.asset);
     if (!groups.has(g)) groups.set(g, new Map());
     const byKind = groups.get(g);
-    if (!byKind.has(s.kind)) byKind.set(s.kind, s); // the first sensor of each kind
+    // The sensor of each kind to show: the highest value (the hottest, the most gas), bad
+    // readings left out; the lowest for oxygen and flows.
+    const low = /o2$|flow/.test(s.kind);
+    const cur = byKind.get(s.kind);
+    const usable = s.value !== null && s.quality !== 2;
+    if (!cur || (usable && (cur.value === null || cur.quality === 2 || (low ? s.value < cur.value : s.value > cur.value)))) byKind.set(s.kind, s);
   }
   $("#overview").replaceChildren(...[...groups.entries()].map(([g, byKind]) => el("div", { class: "card" },
     el("h3", {}, g),
@@ -330,7 +371,7 @@ async function pollPlant() {
       const s = byKind.get(k);
       return el("div", { class: "metric", title: s.sensor },
         el("span", {}, `${k.replace(/_/g, " ")}`),
-        el("span", { class: "v" }, s.value === null ? "no data" : `${fmtNum(s.value)} ${s.unit}`),
+        el("span", { class: "v" }, s.value === null ? "no data" : `${fmtNum(s.value)} ${s.unit}${s.quality === 2 ? " (bad)" : ""}`),
         sparkline(state.history.get(s.sensor) || []));
     }))));
   const gwPills = gws.map((g) => {
@@ -343,7 +384,7 @@ async function pollPlant() {
     stale.length ? `${stale.length} of ${sensors.length} sensors silent: ${stale.slice(0, 6).map((s) => s.sensor).join(", ")}${stale.length > 6 ? ", ..." : ""}`
       : `all ${sensors.length} sensors reporting`);
   $("#health").replaceChildren(...gwPills, sensorPill);
-  if (state.alerts.size) renderAlarms(); // ages
+  scheduleRender(); // ages
 }
 
 function sparkline(points) {
@@ -414,10 +455,12 @@ async function loadTimeline() {
   try {
     const [doc, journal] = await Promise.all([
       api(`/facilities/${site}/timeline?${p}&points=400`),
-      api(`/facilities/${site}/journal?from=${encodeURIComponent(p.get("from"))}&to=${encodeURIComponent(p.get("to"))}&limit=500`)]);
+      api(`/facilities/${site}/journal?from=${encodeURIComponent(p.get("from"))}&to=${encodeURIComponent(p.get("to"))}&limit=20000`)]);
     drawCharts(doc);
-    $("#journal").replaceChildren(...journal.reverse().map((e) => el("li", {},
-      `${e.at.slice(0, 19).replace("T", " ")} #${e.seq} ${e.subject}: ${e.action} ${e.from_state} → `,
+    const asset = p.get("asset");
+    const shown = journal.filter((e) => !asset || e.asset === asset || e.asset.startsWith(`${asset}-`)).reverse();
+    $("#journal").replaceChildren(...shown.slice(0, 500).map((e) => el("li", {},
+      `${new Date(e.at).toISOString().slice(0, 19).replace("T", " ")} #${e.seq} ${e.subject}: ${e.action} ${e.from_state} → `,
       el("strong", {}, e.to_state), e.actor !== "engine" ? ` by ${e.actor}` : "", e.reason ? ` — ${e.reason}` : "")));
   } catch (e) { charts.replaceChildren(el("p", { class: "error" }, `Timeline refused: ${e.message}`)); }
 }
@@ -436,7 +479,9 @@ function drawCharts(doc) {
   box.replaceChildren();
   if (!groups.size) { box.append(el("p", { class: "quiet" }, "No readings in this window.")); return; }
   const spans = doc.alerts.map((a) => {
-    let start = a.state_at_start !== "normal" ? Date.parse(doc.from) : null;
+    // Shaded while the condition is active: from the window's start when the alert was active
+    // then (unack or ack; latched and returned ones had already cleared).
+    let start = ["unack", "ack"].includes(a.state_at_start) ? Date.parse(doc.from) : null;
     const out = [];
     for (const t of a.transitions) {
       if (t.action === "activate" && start === null) start = Date.parse(t.at);
@@ -476,6 +521,7 @@ function drawCharts(doc) {
     const opts = {
       width: Math.min(900, box.clientWidth || 800), height: 220, series: specs,
       scales: { x: { time: true } }, legend: { live: false },
+      tzDate: (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"),
       hooks: { drawClear: [(u) => {
         const ctx = u.ctx;
         ctx.save();
@@ -508,4 +554,14 @@ for (const a of document.querySelectorAll(".export")) {
   });
 }
 
-if (state.token) start().catch(() => logout(""));
+// A reload while the API restarts keeps the session: only a 401 (in api()) logs out.
+async function resume() {
+  for (let delay = 1000; state.token; delay = Math.min(delay * 2, 15000)) {
+    try { await start(); return; } catch (e) {
+      if (e instanceof ApiError && e.message === "logged out") return;
+      $("#login-error").textContent = `The API is not answering (${e.message}); retrying.`;
+      await new Promise((res) => setTimeout(res, delay));
+    }
+  }
+}
+if (state.token) resume();

@@ -179,3 +179,5 @@ SELECT sensor_key, public.time_bucket('1 hour', bucket), sum(n), min(vmin), max(
 FROM readings_1m GROUP BY 1, 2;
 
 CREATE INDEX alerts_site_first ON alerts (site_id, first_active_at);
+-- Live event streams read a site's journal after a seq.
+CREATE INDEX alert_journal_site_seq ON alert_journal (site_id, seq);

@@ -175,7 +175,6 @@ def test_an_alert_appears_live_and_an_ack_reaches_every_operator(
         expect(p.locator("#live")).to_have_text("live")
         expect(p.locator("#no-alarms")).to_be_visible()
     now = datetime.now(UTC)
-    t0 = time.monotonic()
     apply(plant, co(now, EventKind.ACTIVATE, 260.0))
     committed = time.monotonic()
     row_a = a.locator("#alarms tr[data-alert]")
@@ -201,7 +200,20 @@ def test_an_alert_appears_live_and_an_ack_reaches_every_operator(
     expect(b.locator("#live")).to_have_text("live", timeout=15_000)
     expect(b.locator("#no-alarms")).to_be_visible()
     expect(b.locator("#events li").first).to_contain_text("clear")
-    assert t0 < committed
+    # Raised again, then shelved from a's page (reason and minutes asked): on b it leaves the
+    # alarm list for the shelved list, with its reason, and can be unshelved there.
+    apply(plant, co(now + timedelta(seconds=60), EventKind.ACTIVATE, 270.0))
+    expect(a.locator("#alarms tr[data-alert]")).to_have_count(1)
+    answers = iter(["sensor swap", "30"])
+    a.on("dialog", lambda d: d.accept(next(answers)))
+    a.locator("#alarms tr[data-alert]").get_by_role("button", name="Shelve").click()
+    shelved = b.locator("#others tr[data-alert]")
+    expect(shelved).to_have_count(1)
+    expect(shelved.locator(".state")).to_have_text("Shelved")
+    expect(shelved).to_contain_text("sensor swap")
+    expect(b.locator("#no-alarms")).to_be_visible()
+    shelved.get_by_role("button", name="Unshelve").click()
+    expect(a.locator("#alarms tr[data-alert]")).to_have_count(1)
     shot(b, "control-room-after")
 
 
