@@ -243,6 +243,13 @@ def test_flood_banner_and_state_in_words(browser: Browser, plant: Api, pages: li
     expect(page.locator("#flood")).to_contain_text("ALARM FLOOD: 11 alarms")
     expect(page.locator("#alarms tr[data-alert]")).to_have_count(11)
     shot(page, "control-room-flood")
+    # On a wall screen the same page is drawn larger; on a laptop it stays compact.
+    size = "return parseFloat(getComputedStyle(document.body).fontSize)"
+    assert page.evaluate(f"() => {{ {size} }}") == 16
+    page.set_viewport_size({"width": 1920, "height": 1080})
+    assert page.evaluate(f"() => {{ {size} }}") == 22
+    expect(page.locator("#flood")).to_be_visible()
+    shot(page, "control-room-wall")
 
 
 def test_inspector_sees_the_record_the_timeline_and_exports(
