@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -74,9 +74,16 @@ class Verification:
 
 
 def verify(
-    rows: Iterable[Mapping[str, Any]], *, head: tuple[int, bytes] | None = None
+    rows: Iterable[Mapping[str, Any]],
+    *,
+    head: tuple[int, bytes] | None = None,
+    hasher: Callable[[bytes, Mapping[str, Any]], bytes] = entry_hash,
+    noun: str = "entry",
+    chain: str = "chain",
 ) -> Verification:
-    """Check a journal read in seq order; each row has FIELDS plus prev_hash and hash.
+    """Check a hash chain read in seq order; each row has the fields `hasher` covers, plus
+    prev_hash and hash. The alert journal's by default; the record history (dashboards.history)
+    passes its own hash, and names its entries "change".
 
     `head` is the (seq, hash) the database says the chain ends with: a chain cut short at the
     end (its last entries deleted) is found by comparing with it.
@@ -89,12 +96,11 @@ def verify(
         n += 1
         seq = int(row["seq"])
         if seq != expected_seq:
-            problems.append(f"entry {seq}: expected entry {expected_seq} here (missing entries)")
+            problems.append(f"{noun} {seq}: expected {noun} {expected_seq} here (missing entries)")
         if bytes(row["prev_hash"]) != prev:
-            problems.append(f"entry {seq}: does not link to the entry before it")
-        h = entry_hash(prev, row)
-        if h != bytes(row["hash"]):
-            problems.append(f"entry {seq}: content does not match its hash (altered)")
+            problems.append(f"{noun} {seq}: does not link to the {noun} before it")
+        if hasher(prev, row) != bytes(row["hash"]):
+            problems.append(f"{noun} {seq}: content does not match its hash (altered)")
         prev = bytes(row["hash"])
         expected_seq = seq + 1
         if len(problems) >= 20:
@@ -104,7 +110,7 @@ def verify(
         head_seq, head_hash = head
         if head_seq != expected_seq - 1 or (head_seq and bytes(head_hash) != prev):
             problems.append(
-                f"the chain ends at entry {expected_seq - 1} but its head says {head_seq}"
+                f"the {chain} ends at {noun} {expected_seq - 1} but its head says {head_seq}"
                 " (entries removed from the end)"
             )
     return Verification(n, prev, tuple(problems))

@@ -16,6 +16,7 @@ Live consumers: `LISTEN tungku_alerts`; each payload is JSON
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -775,12 +776,13 @@ class AlertStore:
         return rows
 
     async def verify_journal(self) -> journal.Verification:
-        """Recompute the whole hash chain and compare with the head."""
+        """Recompute the whole hash chain and compare with the head; the hashing runs in a
+        worker thread, so a long journal does not stall the event loop (the API's)."""
         rows = await self.journal_rows()
         async with self._guard() as conn:
             h = await (await conn.execute("SELECT seq, hash FROM alert_journal_head")).fetchone()
         head = (int(h["seq"]), bytes(h["hash"])) if h else None
-        return journal.verify(rows, head=head)
+        return await asyncio.to_thread(journal.verify, rows, head=head)
 
     # -- the facility record (minimal) -----------------------------------------------------
 

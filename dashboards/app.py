@@ -41,7 +41,6 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alerting import journal as alert_journal
 from alerting import lifecycle
 from alerting.pack import PackError, parse_pack
 from alerting.store import ActionError, AlertStore, AlertStoreUnavailableError, to_us
@@ -1175,17 +1174,9 @@ def _history_json(r: dict[str, Any]) -> dict[str, Any]:
 async def _verification(
     conn: psycopg.AsyncConnection[Any], schema: str, *, full: bool
 ) -> dict[str, Any]:
-    """Both chains recomputed; the hashing runs in a worker thread, off the event loop."""
-    rows = await AlertStore.on(conn, schema).journal_rows()
-    cur = await conn.execute("SELECT seq, hash FROM alert_journal_head")
-    h = await cur.fetchone()
-    head = (int(h["seq"]), bytes(h["hash"])) if h else None
-    j = await asyncio.to_thread(alert_journal.verify, rows, head=head)
-    hist = await history.read(conn)
-    cur = await conn.execute("SELECT seq, hash FROM record_history_head")
-    h = await cur.fetchone()
-    head = (int(h["seq"]), bytes(h["hash"])) if h else None
-    r = await asyncio.to_thread(history.verify, hist, head)
+    """Both chains recomputed (each hashes in a worker thread, off the event loop)."""
+    j = await AlertStore.on(conn, schema).verify_journal()
+    r = await history.verify_all(conn)
     return {
         name: {"ok": v.ok, "entries": v.entries if full else None, "problems": list(v.problems)}
         for name, v in (("alert_journal", j), ("record_history", r))

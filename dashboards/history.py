@@ -9,6 +9,7 @@ a verification that reads them again computes the same bytes.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -19,6 +20,7 @@ import psycopg
 import psycopg.rows
 from psycopg.rows import tuple_row
 
+from alerting import journal
 from alerting.journal import Verification
 from alerting.store import to_dt, to_us
 
@@ -92,32 +94,9 @@ async def append(
 
 
 def verify(rows: Iterable[Mapping[str, Any]], head: tuple[int, bytes] | None) -> Verification:
-    """Check the history read in seq order (rows with FIELDS, prev_hash and hash)."""
-    problems: list[str] = []
-    prev, expected, n = b"", 1, 0
-    for row in rows:
-        n += 1
-        seq = int(row["seq"])
-        if seq != expected:
-            problems.append(f"change {seq}: expected change {expected} here (missing entries)")
-        if bytes(row["prev_hash"]) != prev:
-            problems.append(f"change {seq}: does not link to the change before it")
-        if entry_hash(prev, row) != bytes(row["hash"]):
-            problems.append(f"change {seq}: content does not match its hash (altered)")
-        prev, expected = bytes(row["hash"]), seq + 1
-        if len(problems) >= 20:
-            problems.append("... stopped after 20 problems")
-            break
-    if (
-        head is not None
-        and not problems
-        and (head[0] != expected - 1 or (head[0] and head[1] != prev))
-    ):
-        problems.append(
-            f"the history ends at change {expected - 1} but its head says {head[0]}"
-            " (entries removed from the end)"
-        )
-    return Verification(n, prev, tuple(problems))
+    """Check the history read in seq order (rows with FIELDS, prev_hash and hash): the alert
+    journal's checker with this chain's hash."""
+    return journal.verify(rows, head=head, hasher=entry_hash, noun="change", chain="history")
 
 
 async def read(
@@ -143,12 +122,13 @@ async def read(
 
 
 async def verify_all(conn: psycopg.AsyncConnection[Any]) -> Verification:
-    """Recompute the whole history chain and compare with its head."""
+    """Recompute the whole history chain and compare with its head; the hashing runs in a
+    worker thread, off the event loop."""
     rows = await read(conn)
     cur = conn.cursor(row_factory=tuple_row)
     await cur.execute("SELECT seq, hash FROM record_history_head")
     h = await cur.fetchone()
-    return verify(rows, (int(h[0]), bytes(h[1])) if h else None)
+    return await asyncio.to_thread(verify, rows, (int(h[0]), bytes(h[1])) if h else None)
 
 
 def _json(v: Any) -> str | None:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+import orjson
 import psycopg
 import structlog
 from psycopg.rows import dict_row
@@ -115,8 +116,6 @@ class Broadcaster:
 
 
 def _site_of(payload: str) -> str | None:
-    import orjson  # noqa: PLC0415 - tiny, kept local to the hot loop's one use
-
     try:
         doc = orjson.loads(payload)
     except orjson.JSONDecodeError:

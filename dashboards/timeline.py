@@ -5,7 +5,9 @@ ladder of round widths (1 s ... 7 d) that keeps each series within the point bud
 decides the source: raw `readings` (quality bad excluded) below a minute, the per-minute rollup
 `readings_1m` up to an hour, the per-hour rollup `readings_1h` from an hour on. A day of 200
 sensors thus reads ~290k minute rows, a month ~145k hour rows: a month loads as fast as a day.
-PostgreSQL builds each series' JSON itself; Python embeds it unparsed (orjson.Fragment).
+Series cover whole buckets, [buckets_from, buckets_to): a rollup row is never cut, so every
+source counts the same readings. PostgreSQL builds each series' JSON itself; Python embeds it
+unparsed (orjson.Fragment).
 
 Beside the readings: every alert with a transition in the window, or active when it opened,
 with its transitions; the operators' actions and comments; permits open at any time in it;
